@@ -1,0 +1,55 @@
+# The two commands: `make test` and `make bench`. Both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := softhsm2 opensc gcc libc6-dev make
+EXT := kms_iface/_pkcs11$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+CORE_SOURCES := $(wildcard kms_iface/*.pyx kms_iface/*.pxi kms_iface/*.pxd include/*.h) setup.py
+
+.PHONY: all test bench lint typecheck pytest system-deps venv build clean
+
+all: build
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "setuptools>=68" "Cython>=3.0.10" wheel
+	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"]))' | tr -d "'")
+	touch $@
+
+venv: $(VENV)/.stamp
+
+$(EXT): $(VENV)/.stamp $(CORE_SOURCES)
+	$(PY) setup.py -q build_ext --inplace
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+
+build: system-deps venv $(EXT)
+
+lint: build
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: build
+	$(VENV)/bin/mypy
+
+pytest: build
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+bench: build
+	$(PY) benches/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf build $(EXT) kms_iface/_pkcs11.c .mypy_cache .ruff_cache .pytest_cache
