@@ -51,13 +51,14 @@ cdef Py_ssize_t _encrypted_size(Mechanism m, Py_ssize_t n) except -2:
 
 
 cdef Py_ssize_t _decrypted_size(Mechanism m, Py_ssize_t n) except -2:
-    """An upper bound of the plaintext size when predictable, else -1; rejects short input."""
+    """The output room a module may demand (the input size: SoftHSM2 asks for it even for
+    GCM, whose plaintext is shorter) when predictable, else -1; rejects short input."""
     cdef CK_MECHANISM_TYPE t = m.mech.mechanism
     if t == CKM_AES_GCM:
         if n < m.tag_len:
             raise InvalidRequestError(
                 f"AES-GCM ciphertext is {n} bytes, shorter than its {m.tag_len}-byte tag")
-        return n - m.tag_len
+        return n
     if t == CKM_AES_CBC or t == CKM_AES_CBC_PAD:
         if n == 0 or n % _AES_BLOCK:
             raise InvalidRequestError(
@@ -534,7 +535,8 @@ cdef class Session:
         return self._crypt_into(False, mechanism, key, data, out)
 
     def decrypt_into(self, Mechanism mechanism not None, CK_OBJECT_HANDLE key, data, out):
-        """Decrypt into a caller buffer (it must hold the largest possible plaintext)."""
+        """Decrypt into a caller buffer, which must be as long as the input for AES (modules
+        may demand that room even for GCM); returns the plaintext length."""
         return self._crypt_into(True, mechanism, key, data, out)
 
     # -- multi-part encryption ---------------------------------------------------------------
