@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing_extensions import Buffer
 
 from kms_iface import (
     DecryptionError,
@@ -180,8 +181,9 @@ def test_rsa_key_length_is_validated() -> None:
 def test_import_find_set_destroy(session: Session) -> None:
     value = SecretBytes(os.urandom(32))
     key = session.create_object(
-        aes_key_template(256, token=False, label="imported", value=value, sensitive=False,
-                         extractable=True)
+        aes_key_template(
+            256, token=False, label="imported", value=value, sensitive=False, extractable=True
+        )
     )
     exported = session.get_attributes(key, [ck.CKA_VALUE])[0]
     assert exported == value
@@ -200,7 +202,9 @@ def test_import_value_length_is_validated() -> None:
 
 def test_find_objects_in_batches(session: Session) -> None:
     keys = [
-        session.create_object(aes_key_template(128, token=False, label="batch", value=os.urandom(16)))
+        session.create_object(
+            aes_key_template(128, token=False, label="batch", value=os.urandom(16))
+        )
         for _ in range(70)
     ]
     for batch in (1, 7, 32, 100):
@@ -345,7 +349,7 @@ def test_any_buffer_in_and_caller_buffer_out(session: Session, aes: tuple[int, b
     iv, data = os.urandom(12), os.urandom(4096)
     with mmap.mmap(-1, len(data)) as mapped:
         mapped[:] = data
-        inputs: list[object] = [data, bytearray(data), memoryview(data), mapped]
+        inputs: list[Buffer] = [data, bytearray(data), memoryview(data), mapped]
         for source in inputs:
             out = bytearray(len(data) + 16)
             written = session.encrypt_into(Mechanism.aes_gcm(iv), key, source, out)
@@ -396,7 +400,7 @@ def test_multipart_cbc_pad_equals_single_shot(session: Session, aes: tuple[int, 
     n = 0
     for i in range(0, len(ct), 1000):
         chunk = session.decrypt_update(ct[i : i + 1000])
-        out[n : n + len(chunk)] = chunk
+        out[n : n + len(chunk)] = memoryview(chunk)
         n += len(chunk)
     last = session.decrypt_final()
     assert bytes(out[:n]) + bytes(last) == data
@@ -522,8 +526,9 @@ def test_aes_key_wrap_and_rsa_oaep_wrap(
 ) -> None:
     public, private, _ = rsa_pair
     kek = session.generate_key(ck.CKM_AES_KEY_GEN, aes_key_template(256, token=False))
-    target = session.generate_key(ck.CKM_AES_KEY_GEN, aes_key_template(256, token=False,
-                                  extractable=True))
+    target = session.generate_key(
+        ck.CKM_AES_KEY_GEN, aes_key_template(256, token=False, extractable=True)
+    )
     unwrap_template = aes_key_template(256, token=False)
     unwrap_template = [(k, v) for k, v in unwrap_template if k != ck.CKA_VALUE_LEN]
     iv = os.urandom(12)
@@ -569,7 +574,10 @@ def test_wrong_pin(module: Module, spare_token: SoftHsmToken) -> None:
 
 
 def test_wrong_key_type(
-    module: Module, slot: int, token: SoftHsmToken, session: Session,
+    module: Module,
+    slot: int,
+    token: SoftHsmToken,
+    session: Session,
     rsa_pair: tuple[int, int, RSAPublicNumbers],
 ) -> None:
     before = count_objects(module, slot, token.user_pin)

@@ -9,6 +9,7 @@ finalises and unloads it, and whatever is still open is finalised at interpreter
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 from types import TracebackType
@@ -58,10 +59,8 @@ def _finalize_all() -> None:
         shared = list(_registry.values())
         _registry.clear()
     for entry in shared:
-        try:
+        with contextlib.suppress(HsmError):
             entry.library.close()
-        except HsmError:
-            pass
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -9,6 +9,7 @@ operation once on a fresh, logged-in session.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -41,7 +42,9 @@ T = TypeVar("T")
 #: Upper bound on pooled sessions per slot when the token allows more (or any number).
 DEFAULT_POOL_CAP: Final = 16
 _PUBLIC_STATES: Final = frozenset({ck.CKS_RO_PUBLIC_SESSION, ck.CKS_RW_PUBLIC_SESSION})
-_EFFECTIVELY_INFINITE: Final = frozenset({ck.CK_EFFECTIVELY_INFINITE, ck.CK_UNAVAILABLE_INFORMATION})
+_EFFECTIVELY_INFINITE: Final = frozenset(
+    {ck.CK_EFFECTIVELY_INFINITE, ck.CK_UNAVAILABLE_INFORMATION}
+)
 _RW_SERIAL: Final = ck.CKF_RW_SESSION | ck.CKF_SERIAL_SESSION
 
 _pools: weakref.WeakSet[SessionPool] = weakref.WeakSet()
@@ -316,10 +319,8 @@ class SessionPool:
             self._members.pop(session, None)
             self._cond.notify()
         if close:
-            try:
+            with contextlib.suppress(HsmError):
                 session.close()
-            except HsmError:
-                pass
 
     def _forget(self, session: Session) -> None:
         with self._cond:
@@ -401,10 +402,8 @@ class SessionPool:
             self._cond.notify_all()
         for session in [*idle, *([anchor] if anchor is not None else [])]:
             if not session.stale:
-                try:
+                with contextlib.suppress(HsmError):
                     session.close()
-                except HsmError:
-                    pass
         if self._pin is not None:
             self._pin.zeroize()
 
