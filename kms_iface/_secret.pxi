@@ -140,3 +140,11 @@ cdef class SecretBytes:
 
     def __exit__(self, exc_type, exc, tb):
         self.zeroize()
+
+
+cdef SecretBytes _secret_output(Py_ssize_t n):
+    """A SecretBytes of ``n`` bytes for a module to write into (not pre-zeroed: every byte the
+    caller can see is written by the module, the rest is wiped by ``_truncate``)."""
+    cdef SecretBytes out = SecretBytes.__new__(SecretBytes)
+    out._grow(n)
+    return out

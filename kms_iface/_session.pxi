@@ -318,7 +318,7 @@ cdef class Session:
                             f"C_GetAttributeValue reported an implausible length {length} "
                             f"for attribute 0x{kinds[i]:x}")
                     if kinds[i] in _SECRET_ATTRS:
-                        values[i] = SecretBytes(<Py_ssize_t>length)
+                        values[i] = _secret_output(<Py_ssize_t>length)
                         attrs[i].pValue = (<SecretBytes>values[i])._buf
                     else:
                         values[i] = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(length if length else 1))
@@ -470,7 +470,7 @@ cdef class Session:
             size = _decrypted_size(mechanism, din.len)
             if size < 0:
                 size = din.len
-            out = SecretBytes(size)
+            out = _secret_output(size)
             outlen = <CK_ULONG>size
             self._enter("C_Decrypt")
             with nogil:
@@ -593,7 +593,7 @@ cdef class Session:
                         cap = din.len + 2 * _AES_BLOCK + _RSA_ROOM
                     else:
                         cap = <Py_ssize_t>outlen
-                    result = SecretBytes(cap) if decrypt else PyBytes_FromStringAndSize(NULL, cap)
+                    result = _secret_output(cap) if decrypt else PyBytes_FromStringAndSize(NULL, cap)
                     dst = (<SecretBytes>result)._buf if decrypt else <unsigned char *>PyBytes_AS_STRING(result)
                     outlen = <CK_ULONG>cap
                 self._enter(function)

@@ -1,0 +1,186 @@
+"""The benchmark cases with kms_iface's compiled core (`kms_iface._pkcs11`), used directly.
+
+Two columns: `kms_iface` (encrypt/decrypt return new objects) and `kms_iface-into`
+(`encrypt_into`/`decrypt_into` write into a buffer preallocated per worker and case; there is
+no `sign_into`, so that column has no RSA-sign row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import urandom
+
+import common
+from common import CBC_FIXED_IV, CBC_IV_LEN, GCM_FIXED_IV, GCM_IV_LEN, Op, Options
+
+from kms_iface._pkcs11 import Library, Mechanism, Session
+from kms_iface.pkcs11.constants import (
+    CKA_CLASS,
+    CKA_DECRYPT,
+    CKA_ENCRYPT,
+    CKA_KEY_TYPE,
+    CKA_MODULUS_BITS,
+    CKA_PRIVATE,
+    CKA_PUBLIC_EXPONENT,
+    CKA_SENSITIVE,
+    CKA_SIGN,
+    CKA_TOKEN,
+    CKA_VALUE_LEN,
+    CKA_VERIFY,
+    CKG_MGF1_SHA1,
+    CKK_AES,
+    CKM_AES_KEY_GEN,
+    CKM_RSA_PKCS_KEY_PAIR_GEN,
+    CKM_SHA256_RSA_PKCS,
+    CKM_SHA_1,
+    CKO_SECRET_KEY,
+    CKU_USER,
+)
+
+Attribute = tuple[int, bool | int | bytes]
+
+AES_TEMPLATE: list[Attribute] = [
+    (CKA_CLASS, CKO_SECRET_KEY),
+    (CKA_KEY_TYPE, CKK_AES),
+    (CKA_VALUE_LEN, common.AES_KEY_BYTES),
+    (CKA_TOKEN, False),
+    (CKA_ENCRYPT, True),
+    (CKA_DECRYPT, True),
+]
+RSA_PUBLIC_TEMPLATE: list[Attribute] = [
+    (CKA_TOKEN, False),
+    (CKA_ENCRYPT, True),
+    (CKA_VERIFY, True),
+    (CKA_MODULUS_BITS, common.RSA_BITS),
+    (CKA_PUBLIC_EXPONENT, common.RSA_EXPONENT),
+]
+RSA_PRIVATE_TEMPLATE: list[Attribute] = [
+    (CKA_TOKEN, False),
+    (CKA_PRIVATE, True),
+    (CKA_SENSITIVE, True),
+    (CKA_DECRYPT, True),
+    (CKA_SIGN, True),
+]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Session-key handles, made on the logged-in session and valid in all its siblings."""
+
+    aes: int
+    rsa_public: int
+    rsa_private: int
+
+    @classmethod
+    def generate(cls, session: Session) -> Keys:
+        aes = session.generate_key(Mechanism(CKM_AES_KEY_GEN), AES_TEMPLATE)
+        public, private = session.generate_key_pair(
+            Mechanism(CKM_RSA_PKCS_KEY_PAIR_GEN), RSA_PUBLIC_TEMPLATE, RSA_PRIVATE_TEMPLATE
+        )
+        return cls(aes, public, private)
+
+
+def _oaep() -> Mechanism:
+    return Mechanism.rsa_oaep(CKM_SHA_1, CKG_MGF1_SHA1)
+
+
+class Worker:
+    """One thread's session; operations return new objects."""
+
+    def __init__(self, session: Session, keys: Keys) -> None:
+        self.session = session
+        self.keys = keys
+
+    def ciphertext(self, op: str, data: bytes) -> bytes:
+        """The input of a decrypt case, made at setup with the fixed IV."""
+        s, keys = self.session, self.keys
+        match op:
+            case "gcm_dec":
+                return s.encrypt(Mechanism.aes_gcm(GCM_FIXED_IV), keys.aes, data)
+            case "cbcpad_dec":
+                return s.encrypt(Mechanism.aes_cbc(CBC_FIXED_IV, pad=True), keys.aes, data)
+            case "rsa_oaep_dec":
+                return s.encrypt(_oaep(), keys.rsa_public, data)
+        raise common.BenchError(f"{op} is not a decrypt case")
+
+    def make_op(self, op: str, data: bytes) -> Op | None:
+        s, aes, private = self.session, self.keys.aes, self.keys.rsa_private
+        match op:
+            case "gcm_enc":
+                return lambda: s.encrypt(Mechanism.aes_gcm(urandom(GCM_IV_LEN)), aes, data)
+            case "gcm_dec":
+                ct = self.ciphertext(op, data)
+                return lambda: s.decrypt(Mechanism.aes_gcm(GCM_FIXED_IV), aes, ct)
+            case "cbcpad_enc":
+                return lambda: s.encrypt(
+                    Mechanism.aes_cbc(urandom(CBC_IV_LEN), pad=True), aes, data
+                )
+            case "cbcpad_dec":
+                ct = self.ciphertext(op, data)
+                return lambda: s.decrypt(Mechanism.aes_cbc(CBC_FIXED_IV, pad=True), aes, ct)
+            case "rsa_sign":
+                sign = Mechanism(CKM_SHA256_RSA_PKCS)
+                return lambda: s.sign(sign, private, data)
+            case "rsa_oaep_dec":
+                ct, oaep = self.ciphertext(op, data), _oaep()
+                return lambda: s.decrypt(oaep, private, ct)
+        return None
+
+
+class IntoWorker(Worker):
+    """One thread's session; operations write into a buffer preallocated for the case."""
+
+    def make_op(self, op: str, data: bytes) -> Op | None:
+        s, aes, private = self.session, self.keys.aes, self.keys.rsa_private
+        out = bytearray(common.output_capacity(len(data)))
+        match op:
+            case "gcm_enc":
+                return lambda: s.encrypt_into(
+                    Mechanism.aes_gcm(urandom(GCM_IV_LEN)), aes, data, out
+                )
+            case "gcm_dec":
+                ct = self.ciphertext(op, data)
+                return lambda: s.decrypt_into(Mechanism.aes_gcm(GCM_FIXED_IV), aes, ct, out)
+            case "cbcpad_enc":
+                return lambda: s.encrypt_into(
+                    Mechanism.aes_cbc(urandom(CBC_IV_LEN), pad=True), aes, data, out
+                )
+            case "cbcpad_dec":
+                ct = self.ciphertext(op, data)
+                return lambda: s.decrypt_into(
+                    Mechanism.aes_cbc(CBC_FIXED_IV, pad=True), aes, ct, out
+                )
+            case "rsa_oaep_dec":
+                ct, oaep = self.ciphertext(op, data), _oaep()
+                return lambda: s.decrypt_into(oaep, private, ct, out)
+        return None
+
+
+def open_sessions(options: Options) -> tuple[list[Session], Keys]:
+    """One session per thread on the labelled token; the first logs in and makes the keys."""
+    lib = Library(options.module)
+    lib.initialize()
+    slot = common.find_slot(
+        lib.get_slot_list(), lambda slot: lib.get_token_info(slot).label, options.token
+    )
+    sessions = [lib.open_session(slot) for _ in range(options.threads)]
+    sessions[0].login(CKU_USER, options.pin.encode())
+    return sessions, Keys.generate(sessions[0])
+
+
+def setup(options: Options) -> Sequence[Worker]:
+    sessions, keys = open_sessions(options)
+    return [Worker(session, keys) for session in sessions]
+
+
+def setup_into(options: Options) -> Sequence[Worker]:
+    sessions, keys = open_sessions(options)
+    return [IntoWorker(session, keys) for session in sessions]
+
+
+if __name__ == "__main__":
+    common.main(
+        {"kms_iface": setup, "kms_iface-into": setup_into},
+        {"kms_iface": common.dist_version("kms_iface")},
+    )
