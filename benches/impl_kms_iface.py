@@ -1,4 +1,4 @@
-"""The benchmark cases with kms_iface's compiled core (`kms_iface._pkcs11`), used directly.
+"""The benchmark cases with kms_iface's core: a Module, a SessionPool, one session per thread.
 
 Two columns: `kms_iface` (encrypt/decrypt return new objects) and `kms_iface-into`
 (`encrypt_into`/`decrypt_into` write into a buffer preallocated per worker and case; there is
@@ -14,59 +14,19 @@ from os import urandom
 import common
 from common import CBC_FIXED_IV, CBC_IV_LEN, GCM_FIXED_IV, GCM_IV_LEN, Op, Options
 
-from kms_iface._pkcs11 import Library, Mechanism, Session
+from kms_iface.pkcs11 import Mechanism, Module, Session, aes_key_template, rsa_key_pair_templates
 from kms_iface.pkcs11.constants import (
-    CKA_CLASS,
-    CKA_DECRYPT,
-    CKA_ENCRYPT,
-    CKA_KEY_TYPE,
-    CKA_MODULUS_BITS,
-    CKA_PRIVATE,
-    CKA_PUBLIC_EXPONENT,
-    CKA_SENSITIVE,
-    CKA_SIGN,
-    CKA_TOKEN,
-    CKA_VALUE_LEN,
-    CKA_VERIFY,
     CKG_MGF1_SHA1,
-    CKK_AES,
     CKM_AES_KEY_GEN,
     CKM_RSA_PKCS_KEY_PAIR_GEN,
     CKM_SHA256_RSA_PKCS,
     CKM_SHA_1,
-    CKO_SECRET_KEY,
-    CKU_USER,
 )
-
-Attribute = tuple[int, bool | int | bytes]
-
-AES_TEMPLATE: list[Attribute] = [
-    (CKA_CLASS, CKO_SECRET_KEY),
-    (CKA_KEY_TYPE, CKK_AES),
-    (CKA_VALUE_LEN, common.AES_KEY_BYTES),
-    (CKA_TOKEN, False),
-    (CKA_ENCRYPT, True),
-    (CKA_DECRYPT, True),
-]
-RSA_PUBLIC_TEMPLATE: list[Attribute] = [
-    (CKA_TOKEN, False),
-    (CKA_ENCRYPT, True),
-    (CKA_VERIFY, True),
-    (CKA_MODULUS_BITS, common.RSA_BITS),
-    (CKA_PUBLIC_EXPONENT, common.RSA_EXPONENT),
-]
-RSA_PRIVATE_TEMPLATE: list[Attribute] = [
-    (CKA_TOKEN, False),
-    (CKA_PRIVATE, True),
-    (CKA_SENSITIVE, True),
-    (CKA_DECRYPT, True),
-    (CKA_SIGN, True),
-]
 
 
 @dataclass(frozen=True)
 class Keys:
-    """Session-key handles, made on the logged-in session and valid in all its siblings."""
+    """Session-key handles, made on one pooled session and valid in all its siblings."""
 
     aes: int
     rsa_public: int
@@ -74,9 +34,11 @@ class Keys:
 
     @classmethod
     def generate(cls, session: Session) -> Keys:
-        aes = session.generate_key(Mechanism(CKM_AES_KEY_GEN), AES_TEMPLATE)
+        aes = session.generate_key(
+            CKM_AES_KEY_GEN, aes_key_template(common.AES_KEY_BYTES * 8, token=False)
+        )
         public, private = session.generate_key_pair(
-            Mechanism(CKM_RSA_PKCS_KEY_PAIR_GEN), RSA_PUBLIC_TEMPLATE, RSA_PRIVATE_TEMPLATE
+            CKM_RSA_PKCS_KEY_PAIR_GEN, *rsa_key_pair_templates(common.RSA_BITS, token=False)
         )
         return cls(aes, public, private)
 
@@ -158,14 +120,10 @@ class IntoWorker(Worker):
 
 
 def open_sessions(options: Options) -> tuple[list[Session], Keys]:
-    """One session per thread on the labelled token; the first logs in and makes the keys."""
-    lib = Library(options.module)
-    lib.initialize()
-    slot = common.find_slot(
-        lib.get_slot_list(), lambda slot: lib.get_token_info(slot).label, options.token
-    )
-    sessions = [lib.open_session(slot) for _ in range(options.threads)]
-    sessions[0].login(CKU_USER, options.pin.encode())
+    """One pooled session per thread on the labelled token (the pool logs in once)."""
+    module = Module(options.module)
+    pool = module.pool(module.find_slot(options.token), options.pin, size=options.threads)
+    sessions = [pool.acquire() for _ in range(options.threads)]
     return sessions, Keys.generate(sessions[0])
 
 
