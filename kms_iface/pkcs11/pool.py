@@ -61,7 +61,10 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class _Reservation:
     """A place held in the pool while a new session is being opened outside the lock."""
 
-    __slots__ = ()
+    __slots__ = ("generation",)
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
 
 
 class _Lease:
@@ -182,45 +185,54 @@ class SessionPool:
             self._start()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while True:
-                if self._idle:
-                    session = self._idle.pop()
-                    if not session.stale:
-                        return session
-                    self._members.pop(session, None)
-                    continue
-                if self._closed:
-                    raise InvalidRequestError(f"the session pool of slot {self.slot_id} is closed")
-                if len(self._members) < self._size:
-                    generation = self._generation
-                    placeholder = _Reservation()
-                    self._members[placeholder] = generation
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise SessionPoolTimeoutError(
-                        f"no session of slot {self.slot_id} became free within {timeout} s "
-                        f"(pool size {self._size})"
-                    )
-                self._waiters += 1
-                try:
-                    self._cond.wait(remaining)
-                finally:
-                    self._waiters -= 1
+            # Counted as a waiter before looking at the idle sessions: a release that does not
+            # see this count appended before the look, so the look finds its session.
+            self._waiters += 1
+            try:
+                room = self._wait_for_room(deadline, timeout)
+            finally:
+                self._waiters -= 1
+            if isinstance(room, Session):
+                return room
         try:
             session = self._open_logged_in()
         except BaseException:
             with self._cond:
-                self._members.pop(placeholder, None)
+                self._members.pop(room, None)
                 self._cond.notify()
             raise
         with self._cond:
-            self._members.pop(placeholder, None)
-            if generation == self._generation:
-                self._members[session] = generation
+            self._members.pop(room, None)
+            if room.generation == self._generation:
+                self._members[session] = room.generation
                 return session
         session.close()
         return self._acquire_slow(timeout)
+
+    def _wait_for_room(
+        self, deadline: float | None, timeout: float | None
+    ) -> Session | _Reservation:
+        """Under the lock: an idle session, or a reserved place for a new one."""
+        while True:
+            if self._idle:
+                session = self._idle.pop()
+                if not session.stale:
+                    return session
+                self._members.pop(session, None)
+                continue
+            if self._closed:
+                raise InvalidRequestError(f"the session pool of slot {self.slot_id} is closed")
+            if len(self._members) < self._size:
+                room = _Reservation(self._generation)
+                self._members[room] = room.generation
+                return room
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise SessionPoolTimeoutError(
+                    f"no session of slot {self.slot_id} became free within {timeout} s "
+                    f"(pool size {self._size})"
+                )
+            self._cond.wait(remaining)
 
     def release(self, session: Session) -> None:
         """Give a session back. An open operation is cancelled first; a session that cannot be
@@ -231,13 +243,11 @@ class SessionPool:
             except HsmError:
                 self._discard(session, close=True)
                 return
-        if (
-            self._closed
-            or session.stale
-            or session.closed
-            or self._members.get(session) != self._generation
-        ):
-            self._discard(session, close=not session.stale)
+        if self._members.get(session) != self._generation or session.stale:
+            self._forget(session)  # its handle died with the slot's sessions; never close it
+            return
+        if self._closed or session.closed:
+            self._discard(session, close=True)
             return
         self._idle.append(session)
         if self._waiters:
@@ -299,20 +309,23 @@ class SessionPool:
 
     def _check_anchor(self) -> None:
         """After a lost session: if the anchor is gone too, every session of the slot is."""
-        anchor = self._anchor
-        if anchor is not None and not anchor.stale:
-            try:
-                anchor.get_info()
+        with self._login_lock:
+            anchor = self._anchor
+            if anchor is None:
                 return
-            except HsmError as exc:
-                if exc.rv not in SESSION_LOST_CODES:
-                    raise
-        with self._cond:
-            self._generation += 1
-            self._idle.clear()
-            self._members.clear()
-            self._anchor = None
-            self._cond.notify_all()
+            if not anchor.stale:
+                try:
+                    anchor.get_info()
+                    return
+                except HsmError as exc:
+                    if exc.rv not in SESSION_LOST_CODES:
+                        raise
+            with self._cond:
+                self._generation += 1
+                self._idle.clear()
+                self._members.clear()
+                self._anchor = None
+                self._cond.notify_all()
 
     def _discard(self, session: Session, *, close: bool) -> None:
         with self._cond:
