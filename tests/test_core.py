@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from kms_iface.errors import (
     PinIncorrectError,
     Pkcs11Error,
 )
-from kms_iface.pkcs11 import aes_key_template, find_keys, rsa_key_pair_templates
+from kms_iface.pkcs11 import Library, aes_key_template, find_keys, rsa_key_pair_templates
 from kms_iface.pkcs11 import constants as ck
 from kms_iface.pkcs11.softhsm import SoftHsmToken
 
@@ -602,3 +604,36 @@ def test_closed_session_raises_typed_error(module: Module, slot: int) -> None:
     s.close()
     with pytest.raises(HsmError, match="CKR_SESSION_CLOSED"):
         s.get_info()
+
+
+def test_already_initialized_is_tolerated_and_not_finalized(module: Module) -> None:
+    second = Library(module.library.path)
+    assert second.initialize() is False
+    assert second.get_info().manufacturer_id == "SoftHSM"
+    second.close()
+    assert module.info().manufacturer_id == "SoftHSM"
+
+
+def test_last_close_finalizes(token: SoftHsmToken) -> None:
+    script = (
+        "from kms_iface.pkcs11 import Module\n"
+        f"a = Module({token.module!r}); b = Module({token.module!r}); lib = a.library\n"
+        "a.close(); a.close(); assert lib.initialized and not b.closed\n"
+        "b.close(); assert not lib.initialized and b.closed\n"
+        "c = Module(lib.path); assert c.library is not lib and c.library.initialized\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_exported_key_buffer_can_be_wiped(session: Session, aes: tuple[int, bytes]) -> None:
+    key, value = aes
+    exported = session.get_attributes(key, [ck.CKA_VALUE])[0]
+    assert isinstance(exported, SecretBytes) and exported == value
+    view = memoryview(exported)
+    exported.zeroize()
+    assert bytes(view) == bytes(32)
