@@ -24,7 +24,7 @@ system-deps:
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "setuptools>=68" "Cython>=3.0.10" wheel
+	$(PY) -m pip install -q "setuptools>=77" "Cython>=3.0.10" wheel
 	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"]))' | tr -d "'")
 	touch $@
 
@@ -42,6 +42,7 @@ lint: build
 
 typecheck: build
 	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest kms_iface._pkcs11 --allowlist stubtest-allowlist.txt
 
 pytest: build
 	$(PY) -m pytest

@@ -1,15 +1,23 @@
-"""What the Python implementations share: the cases, the timed threaded loop, the CLI, the output.
+"""What the Python implementations share: the cases, the serve loop, the timed threaded loop.
 
 An implementation module (impl_*.py) only supplies a setup function: it loads its binding,
-opens one session per thread, logs in once, creates the session keys and returns one `Worker`
-per thread. A worker turns a case into a zero-argument closure (`Op`) bound to its session;
-everything else (payloads, checking the output, warm-up, threads, timing, JSON lines) is here.
-`benches/raw_loop.c` implements the same cases and prints the same JSON lines.
+opens one session per thread of the largest burst, logs in once, creates the session keys and
+returns one `Worker` per session. A worker turns a case into a zero-argument closure (`Op`)
+bound to its session; everything else (payloads, checking the output, warm-up, threads, timing,
+the protocol with the harness) is here.
+
+The protocol (benches/raw_loop.c speaks it too): the worker prints one JSON line
+`{"meta": {...}}` once it is set up (its ready line), then reads commands from stdin, one per
+line: `OP SIZE THREADS SECONDS` (e.g. `gcm_enc 64 2 0.25`) runs one burst with the first
+THREADS sessions and answers one JSON line (`{"impl", "op", "size", "threads", "ops",
+"seconds", "ops_per_s"}`, or `{"impl", "op", "size", "threads", "unsupported": true}`); `quit`
+or the end of stdin ends the worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -24,7 +32,6 @@ AES_OPS = ("gcm_enc", "gcm_dec", "cbcpad_enc", "cbcpad_dec")
 RSA_OPS = ("rsa_sign", "rsa_oaep_dec")
 OPS = AES_OPS + RSA_OPS
 DECRYPT_OPS = frozenset({"gcm_dec", "cbcpad_dec", "rsa_oaep_dec"})
-DEFAULT_SIZES = (64, 4096, 1048576)
 RSA_PAYLOAD_SIZE = 32
 RSA_BITS = 2048
 RSA_EXPONENT = b"\x01\x00\x01"
@@ -36,6 +43,7 @@ CBC_FIXED_IV = b"\x42" * CBC_IV_LEN
 OUT_SLACK = 512
 WARMUP_CALLS = 2
 CONTENT_CHECK_LIMIT = 65536
+QUIT = "quit"
 
 Op = Callable[[], object]
 """One operation, ready to run: returns its output (a bytes-like object, or a length)."""
@@ -46,13 +54,13 @@ class BenchError(Exception):
 
 
 class Worker(Protocol):
-    """One thread's session with the shared keys, as an implementation set it up."""
+    """One session with the shared keys, as an implementation set it up."""
 
     def make_op(self, op: str, data: bytes) -> Op | None:
         """The timed closure for `op` over `data`, or None if the implementation lacks it.
 
         Setup work (a ciphertext for the decrypt cases, preallocated buffers) happens here,
-        outside the timed loop.
+        outside the timed loop; the closure is made once and reused by every burst.
         """
         ...
 
@@ -65,11 +73,7 @@ class Options:
     module: str
     token: str
     pin: str
-    threads: int
-    duration: float
-    sizes: tuple[int, ...]
-    ops: tuple[str, ...]
-    probe: bool
+    sessions: int
 
 
 Setup = Callable[[Options], Sequence[Worker]]
@@ -82,6 +86,33 @@ class Case:
     threads: int
 
 
+@dataclass(frozen=True)
+class Burst:
+    """One command of the protocol: run `case` for `duration` seconds."""
+
+    case: Case
+    duration: float
+
+    def line(self) -> str:
+        case = self.case
+        return f"{case.op} {case.size} {case.threads} {self.duration}\n"
+
+    @classmethod
+    def parse(cls, line: str) -> Burst | None:
+        """The burst a command line asks for; None for `quit`."""
+        words = line.split()
+        if words == [QUIT]:
+            return None
+        try:
+            op, size, threads, duration = words
+            burst = cls(Case(op, int(size), int(threads)), float(duration))
+        except ValueError as exc:
+            raise BenchError(f"bad command {line!r}: expected OP SIZE THREADS SECONDS") from exc
+        if op not in OPS or burst.case.size < 1 or burst.case.threads < 1 or burst.duration <= 0:
+            raise BenchError(f"bad command {line!r}")
+        return burst
+
+
 def case_list(ops: Iterable[str], sizes: Iterable[int], threads: int) -> list[Case]:
     """AES ops at every size, RSA ops at the fixed RSA payload size, in the order given."""
     sizes = tuple(sizes)
@@ -92,6 +123,7 @@ def case_list(ops: Iterable[str], sizes: Iterable[int], threads: int) -> list[Ca
     ]
 
 
+@functools.cache
 def payload(size: int) -> bytes:
     """The deterministic payload every implementation encrypts or signs (as raw_loop.c)."""
     period = bytes((i * 131 + 7) & 0xFF for i in range(256))
@@ -208,52 +240,76 @@ def emit(record: Mapping[str, object]) -> None:
     print(json.dumps(record), flush=True)
 
 
-def run_case(impl: str, workers: Sequence[Worker], case: Case, duration: float) -> None:
-    """Measure one case with one thread per worker and print its JSON line."""
+class OpCache:
+    """Each session's closure per (op, size), made the first time a burst needs it."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = workers
+        self.made: dict[tuple[int, str, int], Op | None] = {}
+
+    def ops(self, case: Case) -> list[Op] | None:
+        """The closures of the first `case.threads` sessions; None if the case is unsupported."""
+        if case.threads > len(self.workers):
+            raise BenchError(f"{case.threads} threads asked, {len(self.workers)} sessions open")
+        ops = []
+        for index in range(case.threads):
+            key = (index, case.op, case.size)
+            if key not in self.made:
+                self.made[key] = self.workers[index].make_op(case.op, payload(case.size))
+            op = self.made[key]
+            if op is None:
+                return None
+            ops.append(op)
+        return ops
+
+
+def run_burst(impl: str, cache: OpCache, burst: Burst) -> dict[str, object]:
+    """Warm up and time one burst with one thread per session; its answer line."""
+    case = burst.case
+    head: dict[str, object] = {
+        "impl": impl,
+        "op": case.op,
+        "size": case.size,
+        "threads": case.threads,
+    }
+    ops = cache.ops(case)
+    if ops is None:
+        return {**head, "unsupported": True}
     data = payload(case.size)
-    head = {"impl": impl, "op": case.op, "size": case.size, "threads": case.threads}
-    ops = [worker.make_op(case.op, data) for worker in workers]
-    runnable = [op for op in ops if op is not None]
-    if len(runnable) != len(ops):
-        emit({**head, "unsupported": True})
-        return
-    for op in runnable:
+    for op in ops:
         warm_up(case.op, data, op)
-    calls, seconds = timed_run(runnable, duration)
+    calls, seconds = timed_run(ops, burst.duration)
     rate = round(calls / seconds, 3)
-    emit({**head, "ops": calls, "seconds": round(seconds, 6), "ops_per_s": rate})
+    return {**head, "ops": calls, "seconds": round(seconds, 6), "ops_per_s": rate}
 
 
-def _csv(kind: Callable[[str], object]) -> Callable[[str], tuple[object, ...]]:
-    return lambda text: tuple(kind(item) for item in text.split(",") if item)
+def serve(impl: str, workers: Sequence[Worker], commands: Iterable[str]) -> None:
+    """Answer each burst command with its result line, until `quit` or the end of input."""
+    cache = OpCache(workers)
+    for line in commands:
+        burst = Burst.parse(line)
+        if burst is None:
+            return
+        emit(run_burst(impl, cache, burst))
 
 
 def parse_options(impls: Iterable[str], argv: Sequence[str]) -> Options:
     names = list(impls)
-    parser = argparse.ArgumentParser(description="One implementation's side of the benchmark.")
+    parser = argparse.ArgumentParser(description="One implementation's benchmark worker.")
     parser.add_argument("--impl", choices=names, default=names[0])
     parser.add_argument("--module", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--pin", required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--duration", type=float, default=0.4)
-    parser.add_argument("--sizes", type=_csv(int), default=DEFAULT_SIZES)
-    parser.add_argument("--ops", type=_csv(str), default=OPS)
-    parser.add_argument("--probe", action="store_true", help="set up, print the meta line, exit")
+    parser.add_argument("--sessions", type=int, default=1, help="the most threads a burst uses")
     args = parser.parse_args(argv)
-    unknown = set(args.ops) - set(OPS)
-    if unknown:
-        parser.error(f"unknown ops: {', '.join(sorted(unknown))}")
+    if args.sessions < 1:
+        parser.error("--sessions must be at least 1")
     return Options(
         impl=args.impl,
         module=args.module,
         token=args.token,
         pin=args.pin,
-        threads=args.threads,
-        duration=args.duration,
-        sizes=tuple(args.sizes),
-        ops=tuple(args.ops),
-        probe=args.probe,
+        sessions=args.sessions,
     )
 
 
@@ -262,7 +318,4 @@ def main(setups: Mapping[str, Setup], versions: Mapping[str, str]) -> None:
     options = parse_options(setups, sys.argv[1:])
     workers = setups[options.impl](options)
     emit({"meta": {"impl": options.impl, "python": platform.python_version(), **versions}})
-    if options.probe:
-        return
-    for case in case_list(options.ops, options.sizes, options.threads):
-        run_case(options.impl, workers, case, options.duration)
+    serve(options.impl, workers, sys.stdin)

@@ -122,8 +122,8 @@ class IntoWorker(Worker):
 def open_sessions(options: Options) -> tuple[list[Session], Keys]:
     """One pooled session per thread on the labelled token (the pool logs in once)."""
     module = Module(options.module)
-    pool = module.pool(module.find_slot(options.token), options.pin, size=options.threads)
-    sessions = [pool.acquire() for _ in range(options.threads)]
+    pool = module.pool(module.find_slot(options.token), options.pin, size=options.sessions)
+    sessions = [pool.acquire() for _ in range(options.sessions)]
     return sessions, Keys.generate(sessions[0])
 
 

@@ -132,7 +132,7 @@ def setup(options: Options) -> Sequence[Worker]:
         options.token,
     )
     flags = CKF_SERIAL_SESSION | CKF_RW_SESSION
-    sessions = [lib.openSession(slot, flags) for _ in range(options.threads)]
+    sessions = [lib.openSession(slot, flags) for _ in range(options.sessions)]
     sessions[0].login(options.pin)
     keys = Keys(sessions[0])
     return [Worker(session, keys) for session in sessions]

@@ -134,7 +134,7 @@ def setup(options: Options) -> Sequence[Worker]:
     """Sessions (the first one logs in), the session keys, one worker per thread."""
     token = OsLockingLib(options.module).get_token(token_label=options.token)
     first = token.open(rw=True, user_pin=options.pin)
-    sessions = [first] + [token.open(rw=True) for _ in range(options.threads - 1)]
+    sessions = [first] + [token.open(rw=True) for _ in range(options.sessions - 1)]
     first.generate_key(KeyType.AES, common.AES_KEY_BYTES * 8, label=AES_LABEL, store=False)
     first.generate_keypair(KeyType.RSA, common.RSA_BITS, label=RSA_LABEL, store=False)
     return [Worker(session) for session in sessions]

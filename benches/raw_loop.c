@@ -2,8 +2,9 @@
  * raw_loop: the "raw C loop" ceiling for the side-by-side benchmarks.
  *
  * Loads a PKCS#11 module, initialises it with CKF_OS_LOCKING_OK, finds the token by label, opens
- * one RW session per thread, logs in once, creates session keys (AES-256 and an RSA-2048 pair)
- * and runs each requested case in a tight loop for a fixed duration:
+ * --sessions RW sessions (the most threads a burst uses), logs in once, creates session keys
+ * (AES-256 and an RSA-2048 pair), then serves bursts: each runs one case in a tight loop, one
+ * pthread per session, for a fixed duration:
  *
  *   gcm_enc / cbcpad_enc   fresh IV from getrandom() per call, C_EncryptInit + one C_Encrypt
  *                          into a preallocated big-enough buffer (no size probe)
@@ -11,12 +12,14 @@
  *   rsa_sign               CKM_SHA256_RSA_PKCS over a 32-byte payload
  *   rsa_oaep_dec           CKM_RSA_PKCS_OAEP (SHA-1, MGF1-SHA1) of one fixed ciphertext
  *
- * Output: one JSON line per case (and one "meta" line first), the same shape the Python
- * implementations print (see benches/common.py).
+ * The protocol of the Python workers (benches/common.py): once set up it prints one "meta"
+ * JSON line (ready), then reads one command per line from stdin, "OP SIZE THREADS SECONDS"
+ * (e.g. "gcm_enc 64 2 0.25"), runs that burst with the first THREADS sessions and answers one
+ * JSON line; "quit" or the end of stdin ends it. A bad command or a failed call exits non-zero
+ * with the reason on stderr.
  *
  * Build: cc -O2 -I include benches/raw_loop.c -o build/bench/raw_loop -ldl -lpthread
- * Usage: raw_loop --module PATH --token LABEL --pin PIN [--threads N] [--duration S]
- *                 [--sizes 64,4096] [--ops gcm_enc,rsa_sign] [--probe]
+ * Usage: raw_loop --module PATH --token LABEL --pin PIN [--sessions N]
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -87,7 +90,7 @@
 #endif
 
 #define MAX_THREADS 64
-#define MAX_SIZES 16
+#define MAX_COMMAND 256
 #define WARMUP_CALLS 2
 #define RSA_PAYLOAD 32
 #define OUT_SLACK 512 /* output capacity beyond the payload: tags, padding, RSA blocks */
@@ -120,7 +123,6 @@ typedef CK_RV (*op_fn)(worker_t *w);
 
 typedef struct op_def {
     const char *name;
-    int sized;                          /* 1: runs at every --sizes size; 0: RSA_PAYLOAD only */
     op_fn run;                          /* one timed operation */
     op_fn make_input;                   /* decrypt cases: makes the ciphertext at setup */
     CK_ULONG (*expected_len)(CK_ULONG); /* output length for a payload size */
@@ -247,12 +249,12 @@ static CK_ULONG rsa2048_len(CK_ULONG n) {
 }
 
 static const op_def OPS[] = {
-    {"gcm_enc", 1, op_gcm_enc, NULL, gcm_len},
-    {"gcm_dec", 1, op_gcm_dec, make_gcm_input, same_len},
-    {"cbcpad_enc", 1, op_cbcpad_enc, NULL, cbcpad_len},
-    {"cbcpad_dec", 1, op_cbcpad_dec, make_cbcpad_input, same_len},
-    {"rsa_sign", 0, op_rsa_sign, NULL, rsa2048_len},
-    {"rsa_oaep_dec", 0, op_rsa_oaep_dec, make_oaep_input, same_len},
+    {"gcm_enc", op_gcm_enc, NULL, gcm_len},
+    {"gcm_dec", op_gcm_dec, make_gcm_input, same_len},
+    {"cbcpad_enc", op_cbcpad_enc, NULL, cbcpad_len},
+    {"cbcpad_dec", op_cbcpad_dec, make_cbcpad_input, same_len},
+    {"rsa_sign", op_rsa_sign, NULL, rsa2048_len},
+    {"rsa_oaep_dec", op_rsa_oaep_dec, make_oaep_input, same_len},
 };
 #define N_OPS (sizeof OPS / sizeof OPS[0])
 
@@ -265,67 +267,27 @@ static const op_def *find_op(const char *name) {
 
 typedef struct options {
     const char *module, *token, *pin;
-    int threads;
-    double duration;
-    CK_ULONG sizes[MAX_SIZES];
-    int n_sizes;
-    const op_def *ops[N_OPS];
-    int n_ops;
-    int probe;
+    int sessions;
 } options_t;
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: raw_loop --module PATH --token LABEL --pin PIN [--threads N] [--duration S]\n"
-            "                [--sizes 64,4096] [--ops gcm_enc,...] [--probe]\n");
+    fprintf(stderr, "usage: raw_loop --module PATH --token LABEL --pin PIN [--sessions N]\n");
     exit(2);
 }
 
-static void parse_sizes(options_t *o, char *list) {
-    o->n_sizes = 0;
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        if (o->n_sizes == MAX_SIZES) die("too many sizes");
-        char *end;
-        unsigned long v = strtoul(tok, &end, 10);
-        if (*end || v == 0) usage();
-        o->sizes[o->n_sizes++] = v;
-    }
-}
-
-static void parse_ops(options_t *o, char *list) {
-    o->n_ops = 0;
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        if (o->n_ops == (int)N_OPS) die("too many ops");
-        o->ops[o->n_ops++] = find_op(tok);
-    }
-}
-
 static void parse_args(options_t *o, int argc, char **argv) {
-    static char default_sizes[] = "64,4096,1048576";
     memset(o, 0, sizeof *o);
-    o->threads = 1;
-    o->duration = 0.4;
-    parse_sizes(o, default_sizes);
-    for (size_t i = 0; i < N_OPS; i++) o->ops[o->n_ops++] = &OPS[i];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--probe") == 0) {
-            o->probe = 1;
-            continue;
-        }
-        if (i + 1 >= argc) usage();
-        char *v = argv[++i];
+    o->sessions = 1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
         if (strcmp(a, "--module") == 0) o->module = v;
         else if (strcmp(a, "--token") == 0) o->token = v;
         else if (strcmp(a, "--pin") == 0) o->pin = v;
-        else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
-        else if (strcmp(a, "--duration") == 0) o->duration = atof(v);
-        else if (strcmp(a, "--sizes") == 0) parse_sizes(o, v);
-        else if (strcmp(a, "--ops") == 0) parse_ops(o, v);
+        else if (strcmp(a, "--sessions") == 0) o->sessions = atoi(v);
         else usage();
     }
-    if (!o->module || !o->token || !o->pin) usage();
-    if (o->threads < 1 || o->threads > MAX_THREADS || o->duration <= 0) usage();
+    if (argc % 2 == 0 || !o->module || !o->token || !o->pin) usage();
+    if (o->sessions < 1 || o->sessions > MAX_THREADS) usage();
 }
 
 static void load_module(const char *path) {

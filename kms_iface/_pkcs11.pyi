@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import ClassVar, NamedTuple, Self, SupportsIndex
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, disjoint_base
 
 TemplateValue = bool | int | str | Buffer
 Template = Sequence[tuple[int, TemplateValue]]
@@ -15,16 +15,17 @@ MAX_ATTRIBUTE_LEN: int
 def wipe(buffer: Buffer) -> None:
     """Overwrite a writable buffer with zeros in a way the compiler cannot drop."""
 
+@disjoint_base
 class SecretBytes:
     """A wipeable, mutable byte buffer for PINs, key values and plaintext."""
 
-    def __init__(self, data: Buffer | SupportsIndex = 0) -> None: ...
+    def __new__(cls, data: Buffer | SupportsIndex = 0) -> Self: ...
     def zeroize(self) -> None: ...
     @property
     def zeroized(self) -> bool: ...
     def __len__(self) -> int: ...
     def __bytes__(self) -> bytes: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def __release_buffer__(self, buffer: memoryview, /) -> None: ...
@@ -87,11 +88,12 @@ class SessionInfo(NamedTuple):
     flags: int
     device_error: int
 
+@disjoint_base
 class Mechanism:
     """A CK_MECHANISM with its parameter block, kept alive and writable for the whole call."""
 
     type: int
-    def __init__(self, mechanism: int, parameter: Buffer | None = None) -> None: ...
+    def __new__(cls, mechanism: int, parameter: Buffer | None = None) -> Self: ...
     @staticmethod
     def aes_gcm(iv: Buffer, aad: Buffer | None = None, tag_bits: int = 128) -> Mechanism: ...
     @staticmethod
@@ -101,11 +103,12 @@ class Mechanism:
     @staticmethod
     def rsa_pss(hash_alg: int, mgf: int, salt_len: int, mechanism: int = ...) -> Mechanism: ...
 
+@disjoint_base
 class Library:
     """One dlopen'ed PKCS#11 module and its function table."""
 
     path: str
-    def __init__(self, path: str) -> None: ...
+    def __new__(cls, path: str) -> Self: ...
     @property
     def initialized(self) -> bool: ...
     @property
@@ -125,6 +128,7 @@ class Library:
     def open_session(self, slot_id: int, flags: int = ...) -> Session: ...
     def close_all_sessions(self, slot_id: int) -> None: ...
 
+@disjoint_base
 class Session:
     """One PKCS#11 session; use it from one thread at a time (the pool guarantees it)."""
 
