@@ -8,7 +8,7 @@ the protocol with the harness) is here.
 
 The protocol (benches/raw_loop.c speaks it too): the worker prints one JSON line
 `{"meta": {...}}` once it is set up (its ready line), then reads commands from stdin, one per
-line: `OP SIZE THREADS SECONDS` (e.g. `gcm_enc 64 2 0.25`) runs one burst with the first
+line: `OP SIZE THREADS SECONDS` (e.g. `gcm_enc 64 2 0.07`) runs one burst with the first
 THREADS sessions and answers one JSON line (`{"impl", "op", "size", "threads", "ops",
 "seconds", "ops_per_s"}`, or `{"impl", "op", "size", "threads", "unsupported": true}`); `quit`
 or the end of stdin ends the worker.

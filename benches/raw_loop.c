@@ -14,7 +14,7 @@
  *
  * The protocol of the Python workers (benches/common.py): once set up it prints one "meta"
  * JSON line (ready), then reads one command per line from stdin, "OP SIZE THREADS SECONDS"
- * (e.g. "gcm_enc 64 2 0.25"), runs that burst with the first THREADS sessions and answers one
+ * (e.g. "gcm_enc 64 2 0.07"), runs that burst with the first THREADS sessions and answers one
  * JSON line; "quit" or the end of stdin ends it. A bad command or a failed call exits non-zero
  * with the reason on stderr.
  *
@@ -261,8 +261,7 @@ static const op_def OPS[] = {
 static const op_def *find_op(const char *name) {
     for (size_t i = 0; i < N_OPS; i++)
         if (strcmp(OPS[i].name, name) == 0) return &OPS[i];
-    fprintf(stderr, "raw_loop: unknown op '%s'\n", name);
-    exit(2);
+    return NULL;
 }
 
 typedef struct options {
@@ -438,11 +437,13 @@ static void check_outputs(const op_def *op, const worker_t *w, int n, const CK_B
     }
 }
 
-static void run_case(const options_t *o, worker_t *workers, const op_def *op, CK_ULONG size) {
+/* One burst: `op` over `size` bytes with the first `threads` workers for `duration` seconds. */
+static void run_burst(worker_t *workers, int threads, double duration, const op_def *op,
+                      CK_ULONG size) {
     CK_BYTE *payload = make_payload(size);
     CK_ULONG in_len;
     CK_BYTE *in = make_input(op, &workers[0], payload, size, &in_len);
-    for (int i = 0; i < o->threads; i++) {
+    for (int i = 0; i < threads; i++) {
         worker_t *w = &workers[i];
         w->op = op;
         w->in = in;
@@ -451,32 +452,56 @@ static void run_case(const options_t *o, worker_t *workers, const op_def *op, CK
         w->out = checked_malloc(w->out_cap);
         w->failed_fn = NULL;
     }
-    pthread_barrier_init(&ready_barrier, NULL, (unsigned)o->threads + 1);
-    pthread_barrier_init(&go_barrier, NULL, (unsigned)o->threads + 1);
-    for (int i = 0; i < o->threads; i++)
+    pthread_barrier_init(&ready_barrier, NULL, (unsigned)threads + 1);
+    pthread_barrier_init(&go_barrier, NULL, (unsigned)threads + 1);
+    for (int i = 0; i < threads; i++)
         if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0)
             die("pthread_create failed");
     pthread_barrier_wait(&ready_barrier);
     const double start = now();
-    deadline = start + o->duration;
+    deadline = start + duration;
     pthread_barrier_wait(&go_barrier);
     unsigned long total = 0;
     double end = start;
-    for (int i = 0; i < o->threads; i++) {
+    for (int i = 0; i < threads; i++) {
         pthread_join(workers[i].thread, NULL);
         total += workers[i].count;
         if (workers[i].end > end) end = workers[i].end;
     }
-    check_outputs(op, workers, o->threads, payload, size);
+    check_outputs(op, workers, threads, payload, size);
     printf("{\"impl\": \"raw\", \"op\": \"%s\", \"size\": %lu, \"threads\": %d, \"ops\": %lu, "
            "\"seconds\": %.6f, \"ops_per_s\": %.3f}\n",
-           op->name, size, o->threads, total, end - start, (double)total / (end - start));
+           op->name, size, threads, total, end - start, (double)total / (end - start));
     fflush(stdout);
     pthread_barrier_destroy(&ready_barrier);
     pthread_barrier_destroy(&go_barrier);
-    for (int i = 0; i < o->threads; i++) free(workers[i].out);
+    for (int i = 0; i < threads; i++) free(workers[i].out);
     free(in);
     free(payload);
+}
+
+static void bad_command(const char *line) {
+    fprintf(stderr, "raw_loop: bad command '%s': expected OP SIZE THREADS SECONDS or quit\n", line);
+    exit(2);
+}
+
+/* Run the burst each line of stdin asks for, until "quit" or the end of stdin. */
+static void serve(worker_t *workers, int sessions) {
+    char line[MAX_COMMAND];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strcmp(line, "quit") == 0) return;
+        char name[32], extra;
+        unsigned long size;
+        int threads;
+        double duration;
+        if (sscanf(line, "%31s %lu %d %lf %c", name, &size, &threads, &duration, &extra) != 4)
+            bad_command(line);
+        const op_def *op = find_op(name);
+        if (!op || size == 0 || threads < 1 || threads > sessions || !(duration > 0))
+            bad_command(line);
+        run_burst(workers, threads, duration, op, size);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -485,7 +510,7 @@ int main(int argc, char **argv) {
     load_module(o.module);
     CK_SLOT_ID slot = find_slot(o.token);
     static worker_t workers[MAX_THREADS];
-    for (int i = 0; i < o.threads; i++) {
+    for (int i = 0; i < o.sessions; i++) {
         CK_RV rv = p11->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
                                       &workers[i].session);
         if (rv != CKR_OK) die_rv("C_OpenSession", rv);
@@ -494,15 +519,7 @@ int main(int argc, char **argv) {
     if (rv != CKR_OK) die_rv("C_Login", rv);
     make_keys(workers[0].session);
     print_meta();
-    if (o.probe) return 0;
-    for (int i = 0; i < o.n_ops; i++) {
-        const op_def *op = o.ops[i];
-        if (!op->sized) {
-            run_case(&o, workers, op, RSA_PAYLOAD);
-            continue;
-        }
-        for (int j = 0; j < o.n_sizes; j++) run_case(&o, workers, op, o.sizes[j]);
-    }
+    serve(workers, o.sessions);
     p11->C_Finalize(NULL);
     return 0;
 }
