@@ -12,8 +12,7 @@ import atexit
 import contextlib
 import os
 import threading
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from kms_iface._pkcs11 import (
     OS_LOCKING_OK,
@@ -25,6 +24,7 @@ from kms_iface._pkcs11 import (
     TokenInfo,
 )
 from kms_iface.errors import HsmError, InvalidRequestError
+from kms_iface.pkcs11._closing import Closing
 from kms_iface.pkcs11.pool import SessionPool
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_finalize_all)
 
 
-class Module:
+class Module(Closing):
     """A handle on a PKCS#11 module loaded from ``path``.
 
     ``init_flags`` and ``init_reserved`` override the ``C_Initialize`` arguments for modules
@@ -116,17 +116,6 @@ class Module:
                 return
             _registry.pop(shared.library.path, None)
         shared.library.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _library(self) -> Library:
         if self._shared is None:

@@ -29,6 +29,7 @@ from kms_iface.errors import (
     SessionPoolTimeoutError,
 )
 from kms_iface.pkcs11 import constants as ck
+from kms_iface.pkcs11._closing import Closing
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -95,7 +96,7 @@ class _Lease:
         self._pool.release(session)
 
 
-class SessionPool:
+class SessionPool(Closing):
     """Sessions of one slot, logged in once with ``pin`` (``None``: no login, public objects).
 
     ``size`` bounds the lent sessions; by default the token's maximum read-write session count
@@ -419,14 +420,3 @@ class SessionPool:
                     session.close()
         if self._pin is not None:
             self._pin.zeroize()
-
-    def __enter__(self) -> SessionPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
