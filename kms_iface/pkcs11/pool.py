@@ -163,11 +163,13 @@ class SessionPool(Closing):
     # -- lending -----------------------------------------------------------------------------
 
     def session(self, timeout: float | None = -1.0) -> _Lease:
-        """``with pool.session() as s:`` lends a session for the block."""
+        """``with pool.session() as s:`` lends a session for the block (``timeout`` as for
+        ``acquire``)."""
         return _Lease(self, self.timeout if timeout == -1.0 else timeout)
 
     def acquire(self, timeout: float | None = -1.0) -> Session:
-        """Take a session; ``release`` it (or use ``session()``). Waits at most ``timeout``."""
+        """Take a session; ``release`` it (or use ``session()``). Waits at most ``timeout``
+        seconds (left out: the pool's ``timeout``; ``None``: forever)."""
         idle = self._idle
         while idle:
             try:
