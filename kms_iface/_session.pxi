@@ -93,6 +93,14 @@ cdef class Session:
         s._epoch = lib._epoch
         return s
 
+    def __dealloc__(self):
+        # A session nobody references any more is closed, so a dropped raw session cannot leak.
+        if self._closed or self._lib is None:
+            return
+        if self._epoch == self._lib._epoch and self._lib._fl != NULL:
+            with nogil:
+                self._fl.C_CloseSession(self._h)
+
     def __repr__(self):
         return f"<Session handle={self._h} slot={self._slot}{' closed' if self._closed else ''}>"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import threading
 import time
@@ -587,3 +588,14 @@ def test_fork_child_reinitialises_and_never_uses_the_parents_sessions(
     assert held.get_info().state == ck.CKS_RW_USER_FUNCTIONS
     pool.release(held)
     assert pool.call(round_trip, private_key)
+
+
+def test_a_dropped_raw_session_is_closed(module: Module, slot: int) -> None:
+    probe = SessionProbe(module, slot)
+    probe.assert_sees_a_leak()
+    before = probe.next_handle()
+    dropped = module.open_session(slot)
+    handle = dropped.handle
+    del dropped
+    gc.collect()
+    assert probe.open_among(range(before + 1, handle + 1)) == []
