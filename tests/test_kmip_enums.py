@@ -37,30 +37,11 @@ from kms_iface.kmip.enums import (
     to_name,
 )
 
+# Every enumeration the module defines; test_member_counts pins which ones they are.
 ALL_ENUMS: list[type[enum.Enum]] = [
-    BlockCipherMode,
-    CertificateRequestType,
-    CertificateType,
-    CryptographicAlgorithm,
-    CryptographicUsageMask,
-    DigitalSignatureAlgorithm,
-    EncodingOption,
-    HashingAlgorithm,
-    KeyCompressionType,
-    KeyFormatType,
-    KeyRoleType,
-    KmipOperation,
-    LinkType,
-    MaskGenerator,
-    NameType,
-    ObjectType,
-    OpaqueDataType,
-    PaddingMethod,
-    RecommendedCurve,
-    SecretDataType,
-    SplitKeyMethod,
-    State,
-    WrappingMethod,
+    obj
+    for obj in vars(enums).values()
+    if isinstance(obj, type) and issubclass(obj, enum.Enum) and obj.__module__ == enums.__name__
 ]
 
 # (enum, member name, KMIP value): every value kmip.md states, plus spot checks of the rest
@@ -408,12 +389,7 @@ def test_from_name_rejects_unknown_names(enum_type: type[enum.IntEnum], name: st
 
 
 def test_every_enum_is_exported() -> None:
-    defined = {
-        name
-        for name, obj in vars(enums).items()
-        if isinstance(obj, type) and issubclass(obj, enum.Enum) and obj.__module__ == enums.__name__
-    }
-    assert defined == {e.__name__ for e in ALL_ENUMS}
+    defined = {e.__name__ for e in ALL_ENUMS}
     assert set(kms_iface.kmip.__all__) == defined
     for name in defined:
         assert getattr(kms_iface.kmip, name) is getattr(enums, name)
