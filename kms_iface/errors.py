@@ -24,7 +24,8 @@ Which class for which failure:
     id already exists on create                                HsmError (token) / DbError (store)
     authentication failure on decrypt (bad GCM tag, wrong IV,  DecryptionError(HsmError), one
       bad CBC padding)                                           generic message, no CK_RV
-    malformed KMIP / JSON / MessagePack input                  InvalidRequestError naming the path
+    malformed KMIP / JSON / MessagePack input                  MalformedKmipError
+                                                                 (InvalidRequestError) with path
     operation the backend cannot do                            NotSupportedError
     caller not allowed                                         UnauthorizedError
     token or device failure                                    HsmError subclass with CK_RV
@@ -84,6 +85,7 @@ __all__ = [
     "KeySizeRangeError",
     "KeyTypeInconsistentError",
     "KeyUnextractableError",
+    "MalformedKmipError",
     "MechanismInvalidError",
     "MechanismParamInvalidError",
     "NotSupportedError",
@@ -284,6 +286,21 @@ class InvalidRequestError(InterfaceError):
     """The caller's request is wrong: bad argument, uid form, slot, key type, or unknown key."""
 
     prefix: ClassVar[str] = "Invalid Request: "
+
+
+class MalformedKmipError(InvalidRequestError):
+    """KMIP input (Cosmian JSON or MessagePack) that does not decode; ``path`` names the field.
+
+    ``path`` is a JSON-path-like location such as ``$.SymmetricKey.KeyBlock.CryptographicLength``
+    (``$`` when the input is not even well formed). The message never quotes key material.
+    """
+
+    def __init__(self, message: str, path: str = "$") -> None:
+        super().__init__(message)
+        self.path: str = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.path))
 
 
 class NotSupportedError(InterfaceError):

@@ -390,7 +390,7 @@ def test_from_name_rejects_unknown_names(enum_type: type[enum.IntEnum], name: st
 
 def test_every_enum_is_exported() -> None:
     defined = {e.__name__ for e in ALL_ENUMS}
-    assert set(kms_iface.kmip.__all__) == defined
+    assert defined <= set(kms_iface.kmip.__all__)
     for name in defined:
         assert getattr(kms_iface.kmip, name) is getattr(enums, name)
     assert set(enums.__all__) == defined | {"from_name", "to_name"}

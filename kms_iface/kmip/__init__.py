@@ -1,6 +1,22 @@
-"""KMIP 2.1 object model: the enumerations for now; the structs and their codecs come next."""
+"""KMIP 2.1 object model: enumerations, structs, and their two codecs.
 
-from kms_iface.kmip import enums
-from kms_iface.kmip.enums import *  # noqa: F403  (the public names are the enums' own list)
+MessagePack (``*_msgpack``) is the storage format; Cosmian's JSON (``*_json``) is for interchange.
+The public names are those of the submodules' ``__all__`` (less the enum name helpers and the raw
+MessagePack encoder/decoder factories, which stay in their modules).
+"""
 
-__all__ = [name for name in enums.__all__ if name not in ("from_name", "to_name")]
+from kms_iface.kmip import attributes, enums, json, msgpack, objects
+from kms_iface.kmip.attributes import *  # noqa: F403
+from kms_iface.kmip.enums import *  # noqa: F403
+from kms_iface.kmip.json import *  # noqa: F403
+from kms_iface.kmip.msgpack import *  # noqa: F403
+from kms_iface.kmip.objects import *  # noqa: F403
+
+_NOT_EXPORTED = frozenset({"from_name", "to_name", "encoder", "decoder"})
+
+__all__ = [
+    name
+    for module in (enums, attributes, objects, msgpack, json)
+    for name in module.__all__
+    if name not in _NOT_EXPORTED
+]
