@@ -1,0 +1,238 @@
+"""LmdbStore behaviour beyond the shared conformance suite: limits, life cycle, threads, faults."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import lmdb
+import pytest
+
+from kms_iface import Create, DbError, InvalidRequestError, UpdateState
+from kms_iface.kmip.attributes import Attributes
+from kms_iface.kmip.enums import KmipOperation, State
+from kms_iface.kmip.objects import SymmetricKey, symmetric_key_object
+from kms_iface.stores import LmdbStore
+
+pytestmark = pytest.mark.anyio
+
+OWNER = "owner@example.org"
+NOT_A_STATE: Any = "Active"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def key(fill: int = 1, description: str | None = None) -> tuple[SymmetricKey, Attributes]:
+    return symmetric_key_object(bytes([fill]) * 32), Attributes(description=description)
+
+
+async def test_constructor_does_no_io(tmp_path: Path) -> None:
+    target = tmp_path / "store"
+    store = LmdbStore(target)
+    assert not target.exists()
+    with pytest.raises(DbError, match="not open"):
+        await store.retrieve("x")
+    async with store:
+        assert target.is_dir()
+    assert "closed" in repr(store)
+
+
+async def test_open_and_close_are_idempotent(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path / "s")
+    await store.open()
+    await store.open()
+    obj, attrs = key()
+    await store.create("a", OWNER, obj, attrs, set())
+    await store.close()
+    await store.close()
+    with pytest.raises(DbError, match="not open"):
+        await store.create("b", OWNER, obj, attrs, set())
+    async with LmdbStore(tmp_path / "s") as again:
+        assert await again.retrieve("a") is not None
+
+
+async def test_two_store_objects_share_one_environment(tmp_path: Path) -> None:
+    obj, attrs = key()
+    async with LmdbStore(tmp_path / "s") as first:
+        async with LmdbStore(tmp_path / "s") as second:
+            await first.create("a", OWNER, obj, attrs, set())
+            assert await second.retrieve("a") is not None
+        await first.create("b", OWNER, obj, attrs, set())
+        assert await first.retrieve("b") is not None
+
+
+async def test_durable_mismatch_in_one_process_is_refused(tmp_path: Path) -> None:
+    async with LmdbStore(tmp_path / "s"):
+        with pytest.raises(InvalidRequestError, match="durable"):
+            await LmdbStore(tmp_path / "s", durable=False).open()
+
+
+async def test_non_durable_store_round_trips(tmp_path: Path) -> None:
+    obj, attrs = key()
+    async with LmdbStore(tmp_path / "s", durable=False) as store:
+        await store.create("a", OWNER, obj, attrs, {"t"})
+    async with LmdbStore(tmp_path / "s", durable=False) as store:
+        found = await store.retrieve("a")
+        assert found is not None and found.object == obj
+        assert await store.retrieve_tags("a") == {"t"}
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s, o, a: s.create("", OWNER, o, a, set()), "uid"),
+        (lambda s, o, a: s.create("u" * 251, OWNER, o, a, set()), "250"),
+        (lambda s, o, a: s.create("é" * 126, OWNER, o, a, set()), "250"),
+        (lambda s, o, a: s.create("\ud800", OWNER, o, a, set()), "Unicode"),
+        (lambda s, o, a: s.create("u", 7, o, a, set()), "owner"),
+        (lambda s, o, a: s.create("u", OWNER, b"raw", a, set()), "KMIP object"),
+        (lambda s, o, a: s.create("u", OWNER, o, {}, set()), "Attributes"),
+        (lambda s, o, a: s.create("u", OWNER, o, a, "tag"), "single string"),
+        (lambda s, o, a: s.create("u", OWNER, o, a, {""}), "non-empty"),
+        (lambda s, o, a: s.create("u", OWNER, o, a, {"t" * 251}), "250"),
+        (lambda s, o, a: s.update_state("u", 2), "State"),
+        (lambda s, o, a: s.atomic(OWNER, [("u",)]), "atomic operation"),
+        (lambda s, o, a: s.atomic(OWNER, "u"), "sequence"),
+        (lambda s, o, a: s.atomic(OWNER, [UpdateState("u", NOT_A_STATE)]), "State"),
+        (lambda s, o, a: s.grant_operations("u", "x", {"get"}), "KmipOperation"),
+        (lambda s, o, a: s.grant_operations("u", "x", "get"), "collection"),
+        (lambda s, o, a: s.list_uids_for_tags(set()), "at least one tag"),
+        (lambda s, o, a: s.find({}, None, OWNER, True), "Attributes"),
+    ],
+)
+async def test_bad_arguments_raise_and_change_nothing(
+    tmp_path: Path, call: Any, message: str
+) -> None:
+    obj, attrs = key()
+    async with LmdbStore(tmp_path / "s") as store:
+        await store.create("keep", OWNER, obj, attrs, {"t"})
+        with pytest.raises(InvalidRequestError, match=message):
+            await call(store, obj, attrs)
+        assert await store.retrieve("u") is None
+        assert await store.list_object_operations_granted("u") == {}
+        assert await store.count_all_non_destroyed() == 1
+        assert await store.retrieve_tags("keep") == {"t"}
+
+
+async def test_names_at_the_limit_are_accepted(tmp_path: Path) -> None:
+    obj, attrs = key()
+    uid, owner, tag = "u" * 250, "é" * 125, "t" * 250
+    async with LmdbStore(tmp_path / "s") as store:
+        await store.create(uid, owner, obj, attrs, {tag})
+        await store.grant_operations(uid, owner, {KmipOperation.Get})
+        assert await store.is_object_owned_by(uid, owner)
+        assert await store.list_uids_for_tags({tag}) == {uid}
+        assert await store.list_user_operations_on_object(uid, owner, True) == {KmipOperation.Get}
+
+
+async def test_full_map_fails_cleanly_and_a_larger_map_grows_it(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    big = "x" * 200_000
+    async with LmdbStore(path, map_size=1 << 20) as store:
+        obj, attrs = key(description=big)
+        created = []
+        with pytest.raises(DbError, match="larger map_size"):
+            for index in range(20):
+                created.append(await store.create(f"k{index}", OWNER, obj, attrs, set()))
+        assert created, "at least one object should fit in 1 MiB"
+        assert await store.retrieve(f"k{len(created)}") is None
+        for uid in created:
+            assert await store.retrieve(uid) is not None
+    async with LmdbStore(path, map_size=64 << 20) as store:
+        await store.create("more", OWNER, obj, attrs, set())
+        assert await store.count_all_non_destroyed() == len(created) + 1
+
+
+async def test_unreadable_record_is_a_db_error(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    obj, attrs = key()
+    async with LmdbStore(path) as store:
+        await store.create("a", OWNER, obj, attrs, set())
+    env = lmdb.open(str(path), max_dbs=16)
+    objects = env.open_db(b"objects")
+    with env.begin(write=True) as txn:
+        seq = txn.cursor(db=objects)
+        assert seq.first()
+        txn.put(seq.key(), b"\x93garbage", db=objects)
+    env.close()
+    async with LmdbStore(path) as store:
+        with pytest.raises(DbError, match="unreadable"):
+            await store.retrieve("a")
+
+
+async def test_cancelled_write_still_reports_and_lands(tmp_path: Path) -> None:
+    obj, attrs = key()
+    async with LmdbStore(tmp_path / "s") as store:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await store.create("a", OWNER, obj, attrs, set())
+        assert scope.cancelled_caught
+        # The create was handed to the writer before the cancellation took effect: it happened.
+        assert await store.retrieve("a") is not None
+
+
+def test_event_loops_in_several_threads_share_a_store(tmp_path: Path) -> None:
+    obj, attrs = key()
+    store = LmdbStore(tmp_path / "s")
+    errors: list[BaseException] = []
+
+    async def writer(prefix: str) -> None:
+        async with anyio.create_task_group() as group:
+            for index in range(50):
+                group.start_soon(store.create, f"{prefix}-{index}", OWNER, obj, attrs, {prefix})
+
+    def run(prefix: str, backend: str) -> None:
+        try:
+            anyio.run(writer, prefix, backend=backend)
+        except BaseException as exc:
+            errors.append(exc)
+
+    anyio.run(store.open)
+    threads = [
+        threading.Thread(target=run, args=(f"t{n}", backend))
+        for n, backend in enumerate(["asyncio", "trio", "asyncio", "trio"])
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+    async def check() -> None:
+        for n in range(4):
+            assert len(await store.list_uids_for_tags({f"t{n}"})) == 50
+        await store.close()
+
+    anyio.run(check)
+
+
+async def test_group_commit_isolates_a_failing_batch(tmp_path: Path) -> None:
+    obj, attrs = key()
+    async with LmdbStore(tmp_path / "s") as store:
+        await store.create("taken", OWNER, obj, attrs, set())
+        outcomes: dict[str, BaseException | None] = {}
+
+        async def attempt(name: str, ops: list[Any]) -> None:
+            try:
+                await store.atomic(OWNER, ops)
+                outcomes[name] = None
+            except DbError as exc:
+                outcomes[name] = exc
+
+        async with anyio.create_task_group() as group:
+            for index in range(16):
+                group.start_soon(attempt, f"good{index}", [Create(f"g{index}", obj, attrs, set())])
+                bad = [Create(f"b{index}", obj, attrs, set()), Create("taken", obj, attrs, set())]
+                group.start_soon(attempt, f"bad{index}", bad)
+        for index in range(16):
+            assert outcomes[f"good{index}"] is None
+            assert isinstance(outcomes[f"bad{index}"], DbError)
+            assert await store.retrieve(f"g{index}") is not None
+            assert await store.retrieve(f"b{index}") is None
+        found = await store.retrieve("taken")
+        assert found is not None and found.state == State.PreActive
