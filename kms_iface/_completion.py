@@ -55,18 +55,25 @@ class Completion(Generic[T]):
         thread and will happen anyway, so the caller must not lose track of it.
         """
         event = self._event
-        try:
-            if isinstance(event, asyncio.Future):
+        if isinstance(event, asyncio.Future):
+            try:
                 await asyncio.shield(event)
-            else:
+            except asyncio.CancelledError:
+                with anyio.CancelScope(shield=True):
+                    # A bare task.cancel() gets through anyio's shield: wait again until done.
+                    while not event.done():
+                        try:
+                            await asyncio.shield(event)
+                        except asyncio.CancelledError:
+                            continue
+                raise
+        else:
+            try:
                 await event.wait()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                if isinstance(event, asyncio.Future):
-                    await asyncio.shield(event)
-                else:
+            except BaseException:
+                with anyio.CancelScope(shield=True):
                     await event.wait()
-            raise
+                raise
         if self._error is not None:
             error, self._error = self._error, None
             raise error

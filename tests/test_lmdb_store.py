@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,8 @@ import anyio
 import lmdb
 import pytest
 
-from kms_iface import Create, DbError, InvalidRequestError, UpdateState
+from kms_iface import Create, DbError, InvalidRequestError, UpdateState, Upsert
+from kms_iface._completion import Completion
 from kms_iface.kmip.attributes import Attributes
 from kms_iface.kmip.enums import KmipOperation, State
 from kms_iface.kmip.objects import SymmetricKey, symmetric_key_object
@@ -236,3 +239,134 @@ async def test_group_commit_isolates_a_failing_batch(tmp_path: Path) -> None:
             assert await store.retrieve(f"b{index}") is None
         found = await store.retrieve("taken")
         assert found is not None and found.state == State.PreActive
+
+
+async def test_values_that_cannot_be_read_back_are_refused(tmp_path: Path) -> None:
+    obj, attrs = key()
+    bad_length = Attributes(cryptographic_length=2**40)
+    bad_state = Attributes(state=NOT_A_STATE)
+    bad_text = Attributes(comment="\ud800")
+    async with LmdbStore(tmp_path / "s") as store:
+        await store.create("good", OWNER, obj, attrs, set())
+        for bad in (bad_length, bad_state, bad_text):
+            with pytest.raises(InvalidRequestError):
+                await store.create("bad", OWNER, obj, bad, set())
+            with pytest.raises(InvalidRequestError):
+                await store.update_object("good", obj, bad)
+        assert await store.retrieve("bad") is None
+        found = await store.retrieve("good")
+        assert found is not None and found.attributes == attrs
+        assert [uid for uid, _, _ in await store.find(None, None, OWNER, True)] == ["good"]
+
+
+async def test_lookups_of_impossible_names_find_nothing(tmp_path: Path) -> None:
+    obj, attrs = key()
+    async with LmdbStore(tmp_path / "s") as store:
+        await store.create("a", OWNER, obj, attrs, {"t"})
+        for uid in ("", "\udc80", "u" * 300):
+            search = Attributes(unique_identifier=uid)
+            assert await store.find(search, None, OWNER, True) == []
+            assert await store.find_wrapped_by(uid, OWNER) == []
+        assert await store.list_uids_for_tags({"t", "t" * 300}) == set()
+        search = Attributes()
+        search.set_tags("cosmian", {"t" * 300})
+        assert await store.find(search, None, OWNER, True) == []
+
+
+async def test_upsert_uses_the_tags_it_checked(tmp_path: Path) -> None:
+    obj, attrs = key()
+    async with LmdbStore(tmp_path / "s") as store:
+        one_shot: Any = iter(["t1", "t2"])
+        await store.atomic(OWNER, [Upsert("a", obj, attrs, one_shot, State.Active)])
+        assert await store.retrieve_tags("a") == {"t1", "t2"}
+
+
+async def test_a_write_too_big_for_the_map_fails_alone(tmp_path: Path) -> None:
+    obj, attrs = key()
+    _, huge = key(description="x" * (2 << 20))
+    async with LmdbStore(tmp_path / "s", map_size=1 << 20) as store:
+        outcomes: dict[str, str] = {}
+
+        async def attempt(uid: str, attributes: Attributes) -> None:
+            try:
+                await store.create(uid, OWNER, obj, attributes, set())
+                outcomes[uid] = "ok"
+            except DbError:
+                outcomes[uid] = "full"
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(attempt, "huge", huge)
+            for index in range(5):
+                group.start_soon(attempt, f"small{index}", attrs)
+        assert outcomes == {"huge": "full", **{f"small{i}": "ok" for i in range(5)}}
+
+
+def test_store_opened_before_fork_is_refused_in_the_child(tmp_path: Path) -> None:
+    obj, attrs = key()
+    path = tmp_path / "s"
+    store = LmdbStore(path)
+    anyio.run(store.open)
+    anyio.run(store.create, "parent", OWNER, obj, attrs, set())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+
+        async def child() -> None:
+            nonlocal code
+            try:
+                await store.retrieve("parent")
+                code |= 1
+            except DbError as exc:
+                code |= 0 if "forked" in exc.message else 2
+            await store.close()
+            async with LmdbStore(path) as fresh:
+                await fresh.create("child", OWNER, obj, attrs, set())
+                if await fresh.retrieve("parent") is None:
+                    code |= 4
+
+        try:
+            anyio.run(child)
+        except BaseException:
+            code |= 8
+        os.write(write, bytes([code]))
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    result = os.read(read, 1)
+    os.close(read)
+    assert status == 0 and result == b"\x00", f"child reported {result!r}"
+
+    async def check() -> None:
+        assert await store.retrieve("child") is not None
+        await store.create("after", OWNER, obj, attrs, set())
+        await store.close()
+
+    anyio.run(check)
+
+
+def test_a_second_cancellation_does_not_cut_the_wait_short(tmp_path: Path) -> None:
+    obj, attrs = key()
+
+    async def main() -> None:
+        async with LmdbStore(tmp_path / "s") as store:
+            task = asyncio.ensure_future(store.create("a", OWNER, obj, attrs, set()))
+            await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The task ended only once its write had been committed.
+            assert await store.retrieve("a") is not None
+
+    asyncio.run(main())
+
+
+async def test_writes_after_close_fail_instead_of_hanging(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path / "s")
+    await store.open()
+    shared = store._env()
+    await store.close()
+    with pytest.raises(DbError, match="closed"):
+        shared.writer.submit(lambda txn: None, Completion())

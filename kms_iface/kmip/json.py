@@ -705,7 +705,17 @@ def object_to_json(obj: Object) -> bytes:
     except _Invalid as exc:
         exc.segments.append(_key_segment(tag))
         raise _fail(exc, "KMIP object", "cannot write") from None
-    return _ENCODER.encode({tag: body})
+    return _write_text({tag: body}, "KMIP object")
+
+
+def _write_text(body: Any, what: str) -> bytes:
+    try:
+        return _ENCODER.encode(body)
+    except UnicodeEncodeError:
+        # A lone surrogate in some str field: JSON text must be valid Unicode.
+        raise MalformedKmipError(
+            f"cannot write {what} JSON: a text field is not valid Unicode"
+        ) from None
 
 
 def attributes_from_json(data: bytes | str) -> Attributes:
@@ -724,4 +734,4 @@ def attributes_to_json(attrs: Attributes) -> bytes:
         body = _ATTRIBUTES_CODEC.encode(attrs, None)
     except _Invalid as exc:
         raise _fail(exc, "KMIP attributes", "cannot write") from None
-    return _ENCODER.encode(body)
+    return _write_text(body, "KMIP attributes")

@@ -54,20 +54,33 @@ def decoder(kind: type[T]) -> msgspec.msgpack.Decoder[T]:
     return msgspec.msgpack.Decoder(kind, dec_hook=_dec_hook)
 
 
+MAX_MSGPACK_SIZE: Final = 64 * 1024 * 1024
+"""Largest MessagePack input accepted, as for JSON."""
+
+_MAX_REASON: Final = 120
+
+
+def _short(text: str) -> str:
+    # msgspec quotes offending values (an unknown tag, an enum value): never echo a whole blob.
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
 def decode(dec: msgspec.msgpack.Decoder[T], data: Any, what: str) -> T:
     """``dec.decode(data)`` with malformed input raised as ``MalformedKmipError`` with its path."""
+    if len(data) > MAX_MSGPACK_SIZE:
+        raise MalformedKmipError(f"{what} MessagePack is larger than {MAX_MSGPACK_SIZE} bytes")
     try:
         return dec.decode(data)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _PATH.search(text)
-        path = match.group(1) if match else "$"
-        reason = text[: match.start()] if match else text
+        path = _short(match.group(1)) if match else "$"
+        reason = _short(text[: match.start()] if match else text)
         raise MalformedKmipError(
             f"malformed {what} MessagePack at {path}: {reason}", path
         ) from None
     except msgspec.DecodeError as exc:
-        raise MalformedKmipError(f"malformed {what} MessagePack: {exc}") from None
+        raise MalformedKmipError(f"malformed {what} MessagePack: {_short(str(exc))}") from None
     except RecursionError:
         raise MalformedKmipError(f"malformed {what} MessagePack: nested too deeply") from None
     except UnicodeError:
@@ -82,9 +95,16 @@ _OBJECT_DECODER: Final[msgspec.msgpack.Decoder[Object]] = msgspec.msgpack.Decode
 _ATTRIBUTES_DECODER: Final = decoder(Attributes)
 
 
+def _encode(value: Any, what: str) -> bytes:
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
+        raise MalformedKmipError(f"cannot write {what} MessagePack: {type(exc).__name__}") from None
+
+
 def object_to_msgpack(obj: Object) -> bytes:
-    """The MessagePack form of a KMIP object."""
-    return _ENCODER.encode(obj)
+    """The MessagePack form of a KMIP object (values are not type-checked: decode to check)."""
+    return _encode(obj, "KMIP object")
 
 
 def object_from_msgpack(data: bytes | bytearray | memoryview) -> Object:
@@ -93,8 +113,8 @@ def object_from_msgpack(data: bytes | bytearray | memoryview) -> Object:
 
 
 def attributes_to_msgpack(attributes: Attributes) -> bytes:
-    """The MessagePack form of KMIP attributes."""
-    return _ENCODER.encode(attributes)
+    """The MessagePack form of KMIP attributes (values are not type-checked: decode to check)."""
+    return _encode(attributes, "KMIP attributes")
 
 
 def attributes_from_msgpack(data: bytes | bytearray | memoryview) -> Attributes:

@@ -41,27 +41,25 @@ class GroupCommitWriter:
         self._env = env
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._stopping = False
+        # Held while checking ``_stopping`` and queueing, and while ``stop`` sets it: no job can be
+        # queued after the thread's last look at the queue.
+        self._gate = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, job: Job, completion: Completion[Any]) -> None:
         """Queue ``job`` (run in the writer thread with a write transaction)."""
-        if self._stopping:
-            raise DbError("the store is closed")
-        self._queue.put(_Pending(job, completion))
+        with self._gate:
+            if self._stopping:
+                raise DbError("the store is closed")
+            self._queue.put(_Pending(job, completion))
 
     def stop(self) -> None:
         """Finish every queued job, then end the thread (blocking; call it off the event loop)."""
-        self._stopping = True
-        self._queue.put(None)
+        with self._gate:
+            self._stopping = True
+            self._queue.put(None)
         self._thread.join()
-        # A job queued while the thread was ending gets an answer instead of a hang.
-        late = []
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
-            if pending is not None:
-                late.append((pending.completion, False, DbError("the store is closed")))
-        deliver(late)
 
     def _run(self) -> None:
         while True:
@@ -79,43 +77,47 @@ class GroupCommitWriter:
                     batch.append(pending)
             if batch:
                 self._commit(batch)
-            if stop and self._queue.empty():
+            if stop:
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            with self._env.begin(write=True) as parent:
+            with self._env.begin(write=True, buffers=True) as parent:
                 for pending in batch:
                     outcomes.append(self._run_job(parent, pending.job))
         except lmdb.MapFullError:
-            failure: InterfaceError = DbError(
-                f"the store is full (map_size {self._env.info()['map_size']} bytes): reopen it "
-                "with a larger map_size; nothing of this write was stored"
-            )
-            outcomes = [(False, failure)] * len(batch)
+            outcomes = [(False, self._full()) for _ in batch]
         except lmdb.Error as exc:
-            outcomes = [(False, DbError(f"LMDB commit failed: {exc}"))] * len(batch)
+            outcomes = [(False, DbError(f"LMDB commit failed: {exc}")) for _ in batch]
         deliver(
             (pending.completion, ok, value)
             for pending, (ok, value) in zip(batch, outcomes, strict=True)
         )
 
     def _run_job(self, parent: lmdb.Transaction, job: Job) -> tuple[bool, Any]:
-        child = self._env.begin(write=True, parent=parent)
+        child = self._env.begin(write=True, parent=parent, buffers=True)
         try:
             result = job(child)
-        except lmdb.MapFullError:
-            child.abort()
-            raise
         except InterfaceError as exc:
             child.abort()
             return False, exc
+        except lmdb.MapFullError:
+            child.abort()
+            return False, self._full()
         except lmdb.Error as exc:
             child.abort()
             return False, DbError(f"LMDB write failed: {exc}")
         except Exception as exc:
             child.abort()
-            return False, exc
+            failure = DbError(f"the write failed unexpectedly: {type(exc).__name__}")
+            failure.__cause__ = exc
+            return False, failure
         child.commit()
         return True, result
+
+    def _full(self) -> DbError:
+        return DbError(
+            f"the store is full (map_size {self._env.info()['map_size']} bytes): reopen it with "
+            "a larger map_size; nothing of this write was stored"
+        )

@@ -27,6 +27,7 @@ Uids, owners, users and tags are limited to 250 UTF-8 bytes (LMDB's key size lim
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +45,7 @@ from kms_iface.kmip import msgpack as kmip_msgpack
 from kms_iface.kmip.attributes import Attributes, validate_tags
 from kms_iface.kmip.enums import KmipOperation, State, from_name, to_name
 from kms_iface.kmip.objects import Object
+from kms_iface.secrets import wipe
 from kms_iface.stores._group_commit import GroupCommitWriter
 from kms_iface.stores._uids import new_uid
 from kms_iface.stores.base import (
@@ -118,6 +120,71 @@ _ENCODER: Final = kmip_msgpack.encoder()
 _RECORD: Final = kmip_msgpack.decoder(_Record)
 _HEADER: Final = msgspec.msgpack.Decoder(_Header)
 _LISTING: Final = kmip_msgpack.decoder(_Listing)
+_OBJECT_CHECK: Final[msgspec.msgpack.Decoder[Any]] = kmip_msgpack.decoder(Object)  # type: ignore[arg-type]
+_ATTRIBUTES_CHECK: Final = kmip_msgpack.decoder(Attributes)
+
+
+def _encode_checked(value: Any, check: msgspec.msgpack.Decoder[Any], what: str) -> bytearray:
+    """``value`` encoded, after proving it decodes back: nothing unreadable is ever stored."""
+    buffer = bytearray()
+    try:
+        _ENCODER.encode_into(value, buffer)
+    except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
+        raise InvalidRequestError(f"the {what} cannot be stored: {type(exc).__name__}") from None
+    try:
+        decoded = kmip_msgpack.decode(check, buffer, what)
+    except MalformedKmipError:
+        wipe(buffer)
+        raise
+    if isinstance(decoded, _OBJECT_TYPES):
+        decoded.zeroize()
+    return buffer
+
+
+class _Payload:
+    """An object and its attributes, checked and encoded by the caller, off the writer thread.
+
+    The encoded buffers hold key material: ``wipe()`` clears them once the write is done.
+    """
+
+    __slots__ = ("attributes", "object", "state", "wrapped_by")
+
+    def __init__(self, obj: object, attributes: object) -> None:
+        _check_object(obj, attributes)
+        assert isinstance(attributes, Attributes)
+        self.object = _encode_checked(obj, _OBJECT_CHECK, "KMIP object")
+        try:
+            self.attributes = _encode_checked(attributes, _ATTRIBUTES_CHECK, "KMIP attributes")
+        except InvalidRequestError:
+            wipe(self.object)
+            raise
+        self.state = None if attributes.state is None else State(attributes.state)
+        self.wrapped_by: str | None = obj.wrapping_key_uid()  # type: ignore[attr-defined]
+        if self.wrapped_by is not None:
+            _name(self.wrapped_by, "the wrapping key uid")
+
+    def record(self, uid: str, owner: str, state: str) -> _Header:
+        return _Header(
+            uid,
+            owner,
+            state,
+            self.wrapped_by,
+            msgspec.Raw(self.object),
+            msgspec.Raw(self.attributes),
+        )
+
+    def wipe(self) -> None:
+        wipe(self.object)
+        wipe(self.attributes)
+
+
+def _put_record(txn: lmdb.Transaction, db: Any, seq: bytes, record: _Header, append: bool) -> None:
+    buffer = bytearray()
+    _ENCODER.encode_into(record, buffer)
+    try:
+        txn.put(seq, buffer, db=db, append=append)
+    finally:
+        wipe(buffer)
 
 
 class _Environment:
@@ -130,6 +197,7 @@ class _Environment:
         self.path = path
         self.users = 0
         self.durable = durable
+        self.stale = False
         self.env = lmdb.open(
             path,
             map_size=map_size,
@@ -186,19 +254,28 @@ class _Environment:
             return shared
 
     def release(self) -> None:
+        # Under the registry lock to the end, so that an open() of the same directory never
+        # meets an environment that is half closed.
         with self.registry_lock:
             self.users -= 1
-            if self.users:
+            if self.users or self.stale:
                 return
             del self.registry[self.path]
-        self.writer.stop()
-        self.env.close()
+            self.writer.stop()
+            self.env.close()
 
     @classmethod
     def forget_after_fork(cls) -> None:
-        # LMDB environments must not be used across fork: the child opens its own.
+        """In a forked child: inherited environments are unusable (LMDB forbids using them across
+        fork, and their writer thread did not survive); close them so the child can open its own.
+        """
+        inherited = list(cls.registry.values())
         cls.registry = {}
         cls.registry_lock = threading.Lock()
+        for shared in inherited:
+            shared.stale = True
+            with contextlib.suppress(lmdb.Error):
+                shared.env.close()
 
 
 os.register_at_fork(after_in_child=_Environment.forget_after_fork)
@@ -325,6 +402,10 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         shared = self._shared
         if shared is None:
             raise DbError("the store is not open: use `async with store:` or `await store.open()`")
+        if shared.stale:
+            raise DbError(
+                "the store was opened before this process was forked: open a new LmdbStore here"
+            )
         return shared
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -380,8 +461,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         dbs: _Dbs,
         uid: str,
         owner: str,
-        obj: Object,
-        attributes: Attributes,
+        payload: _Payload,
         tags: set[str],
         state: State,
     ) -> None:
@@ -390,12 +470,10 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         seq = (int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1).to_bytes(8, "big")
         if not txn.put(uid_b, seq, db=dbs[b"uids"], overwrite=False):
             raise DbError(f"an object with uid {uid!r} already exists")
-        wrapped_by = obj.wrapping_key_uid()
-        record = _Record(uid, owner, state.name, wrapped_by, obj, attributes)
-        txn.put(seq, _ENCODER.encode(record), db=dbs[b"objects"], append=True)
+        _put_record(txn, dbs[b"objects"], seq, payload.record(uid, owner, state.name), True)
         txn.put(owner.encode(), seq, db=dbs[b"owners"])
-        if wrapped_by is not None:
-            txn.put(_wrapping_key(wrapped_by), seq, db=dbs[b"wrapped"])
+        if payload.wrapped_by is not None:
+            txn.put(payload.wrapped_by.encode(), seq, db=dbs[b"wrapped"])
         self._put_tags(txn, dbs, seq, tags)
 
     @staticmethod
@@ -416,19 +494,18 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         dbs: _Dbs,
         seq: bytes,
         old: _Header,
-        obj: Object,
-        attributes: Attributes,
+        payload: _Payload,
         tags: set[str] | None,
         state: str,
     ) -> None:
-        wrapped_by = obj.wrapping_key_uid()
+        wrapped_by = payload.wrapped_by
         if old.wrapped_by != wrapped_by:
             if old.wrapped_by is not None:
-                txn.delete(_wrapping_key(old.wrapped_by), seq, db=dbs[b"wrapped"])
+                txn.delete(old.wrapped_by.encode(), seq, db=dbs[b"wrapped"])
             if wrapped_by is not None:
-                txn.put(_wrapping_key(wrapped_by), seq, db=dbs[b"wrapped"])
-        record = _Record(old.uid, old.owner, state, wrapped_by, obj, attributes)
-        txn.put(seq, _ENCODER.encode(record), db=dbs[b"objects"])
+                txn.put(wrapped_by.encode(), seq, db=dbs[b"wrapped"])
+        record = payload.record(old.uid, old.owner, state)
+        _put_record(txn, dbs[b"objects"], seq, record, False)
         if tags is not None:
             self._drop_tags(txn, dbs, seq)
             self._put_tags(txn, dbs, seq, tags)
@@ -438,21 +515,20 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         txn: lmdb.Transaction,
         dbs: _Dbs,
         uid: str,
-        obj: Object,
-        attributes: Attributes,
+        payload: _Payload,
         tags: set[str] | None,
     ) -> None:
         found = self._locate(txn, dbs, uid)
         if found is not None:
             seq, old = found
-            self._replace(txn, dbs, seq, old, obj, attributes, tags, old.state)
+            self._replace(txn, dbs, seq, old, payload, tags, old.state)
 
     def _update_state(self, txn: lmdb.Transaction, dbs: _Dbs, uid: str, state: State) -> None:
         found = self._locate(txn, dbs, uid)
         if found is not None and found[1].state != state.name:
             seq, old = found
             old.state = state.name
-            txn.put(seq, _ENCODER.encode(old), db=dbs[b"objects"])
+            _put_record(txn, dbs[b"objects"], seq, old, False)
 
     def _delete(self, txn: lmdb.Transaction, dbs: _Dbs, uid: str) -> None:
         found = self._locate(txn, dbs, uid)
@@ -460,7 +536,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
             seq, old = found
             txn.delete(old.owner.encode(), seq, db=dbs[b"owners"])
             if old.wrapped_by is not None:
-                txn.delete(_wrapping_key(old.wrapped_by), seq, db=dbs[b"wrapped"])
+                txn.delete(old.wrapped_by.encode(), seq, db=dbs[b"wrapped"])
             self._drop_tags(txn, dbs, seq)
             txn.delete(seq, db=dbs[b"objects"])
             txn.delete(uid.encode(), db=dbs[b"uids"])
@@ -478,20 +554,27 @@ class LmdbStore(ObjectsStore, PermissionsStore):
             txn.delete(prefix + user_b, db=dbs[b"grants"])
             txn.delete(user_b, uid_b, db=dbs[b"user_grants"])
 
-    def _upsert(self, txn: lmdb.Transaction, dbs: _Dbs, user: str, op: Upsert) -> None:
-        found = self._locate(txn, dbs, op.uid)
+    def _upsert(
+        self,
+        txn: lmdb.Transaction,
+        dbs: _Dbs,
+        user: str,
+        uid: str,
+        payload: _Payload,
+        tags: set[str] | None,
+        state: State,
+    ) -> None:
+        found = self._locate(txn, dbs, uid)
         if found is None:
-            tags = set(op.tags or ())
-            self._insert(txn, dbs, op.uid, user, op.object, op.attributes, tags, op.state)
+            self._insert(txn, dbs, uid, user, payload, tags or set(), state)
         elif found[1].owner != user:
             raise UnauthorizedError(
-                f"object {op.uid!r} belongs to another user: the upsert is refused and the "
+                f"object {uid!r} belongs to another user: the upsert is refused and the "
                 "batch rolled back"
             )
         else:
             seq, old = found
-            tags_or_none = None if op.tags is None else set(op.tags)
-            self._replace(txn, dbs, seq, old, op.object, op.attributes, tags_or_none, op.state.name)
+            self._replace(txn, dbs, seq, old, payload, tags, state.name)
 
     # -- ObjectsStore --------------------------------------------------------------------------
 
@@ -507,15 +590,18 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         fresh = new_uid() if uid is None else uid
         _name(fresh, "uid")
         _name(owner, "owner")
-        _check_object(object, attributes)
         tag_set = _tag_set(tags)
-        state = attributes.state if attributes.state is not None else State.PreActive
+        payload = _Payload(object, attributes)
+        state = payload.state or State.PreActive
 
         def job(txn: lmdb.Transaction, dbs: _Dbs) -> str:
-            self._insert(txn, dbs, fresh, owner, object, attributes, tag_set, state)
+            self._insert(txn, dbs, fresh, owner, payload, tag_set, state)
             return fresh
 
-        return await self._write(job)
+        try:
+            return await self._write(job)
+        finally:
+            payload.wipe()
 
     async def retrieve(self, uid: str) -> ObjectWithMetadata | None:
         """The object with owner, stored state and stored attributes, or None."""
@@ -554,11 +640,12 @@ class LmdbStore(ObjectsStore, PermissionsStore):
     ) -> None:
         """Replace object and attributes, keep the state; ``tags=None`` keeps the tags."""
         _name(uid, "uid")
-        _check_object(object, attributes)
         tag_set = None if tags is None else _tag_set(tags)
-        await self._write(
-            lambda txn, dbs: self._update_object(txn, dbs, uid, object, attributes, tag_set)
-        )
+        payload = _Payload(object, attributes)
+        try:
+            await self._write(lambda txn, dbs: self._update_object(txn, dbs, uid, payload, tag_set))
+        finally:
+            payload.wipe()
 
     async def update_state(self, uid: str, state: State) -> None:
         """Change only the stored state (an unknown uid is ignored)."""
@@ -576,43 +663,55 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         _name(user, "user")
         if isinstance(operations, (str, bytes)) or not isinstance(operations, Sequence):
             raise InvalidRequestError("operations must be a sequence of atomic operations")
-        plan: list[tuple[str, AtomicOperation, Any]] = []
-        for op in operations:
-            if isinstance(op, Create):
-                uid = new_uid() if op.uid is None else op.uid
-                _name(uid, "uid")
-                _check_object(op.object, op.attributes)
-                plan.append((uid, op, _tag_set(op.tags)))
-                continue
-            if not isinstance(op, (Upsert, UpdateObject, UpdateState, Delete)):
-                raise InvalidRequestError(f"{type(op).__name__} is not an atomic operation")
-            _name(op.uid, "uid")
-            extra: Any = None
-            if isinstance(op, (Upsert, UpdateObject)):
-                _check_object(op.object, op.attributes)
-                extra = None if op.tags is None else _tag_set(op.tags)
-            if isinstance(op, (Upsert, UpdateState)):
-                _check_state(op.state)
-            plan.append((op.uid, op, extra))
-        if not plan:
-            return []
+        plan: list[tuple[str, AtomicOperation, _Payload | None, set[str] | None]] = []
+        try:
+            for op in operations:
+                plan.append(self._plan(op))
+            if not plan:
+                return []
 
-        def job(txn: lmdb.Transaction, dbs: _Dbs) -> list[str]:
-            for uid, op, extra in plan:
-                if isinstance(op, Create):
-                    state = op.attributes.state or State.PreActive
-                    self._insert(txn, dbs, uid, user, op.object, op.attributes, extra, state)
-                elif isinstance(op, Upsert):
-                    self._upsert(txn, dbs, user, op)
-                elif isinstance(op, UpdateObject):
-                    self._update_object(txn, dbs, uid, op.object, op.attributes, extra)
-                elif isinstance(op, UpdateState):
-                    self._update_state(txn, dbs, uid, op.state)
-                else:
-                    self._delete(txn, dbs, uid)
-            return [uid for uid, _, _ in plan]
+            def job(txn: lmdb.Transaction, dbs: _Dbs) -> list[str]:
+                for uid, op, payload, tags in plan:
+                    if isinstance(op, UpdateState):
+                        self._update_state(txn, dbs, uid, op.state)
+                    elif isinstance(op, Delete):
+                        self._delete(txn, dbs, uid)
+                    elif payload is None:
+                        raise AssertionError("a write step without its payload")
+                    elif isinstance(op, Create):
+                        state = payload.state or State.PreActive
+                        self._insert(txn, dbs, uid, user, payload, tags or set(), state)
+                    elif isinstance(op, Upsert):
+                        self._upsert(txn, dbs, user, uid, payload, tags, op.state)
+                    else:
+                        self._update_object(txn, dbs, uid, payload, tags)
+                return [uid for uid, _, _, _ in plan]
 
-        return await self._write(job)
+            return await self._write(job)
+        finally:
+            for _, _, payload, _ in plan:
+                if payload is not None:
+                    payload.wipe()
+
+    @staticmethod
+    def _plan(op: object) -> tuple[str, AtomicOperation, _Payload | None, set[str] | None]:
+        """One checked step of a batch: uid, operation, encoded payload, checked tags."""
+        if isinstance(op, Create):
+            uid = new_uid() if op.uid is None else op.uid
+            _name(uid, "uid")
+            return uid, op, _Payload(op.object, op.attributes), _tag_set(op.tags)
+        if not isinstance(op, (Upsert, UpdateObject, UpdateState, Delete)):
+            raise InvalidRequestError(f"{type(op).__name__} is not an atomic operation")
+        _name(op.uid, "uid")
+        if isinstance(op, UpdateState):
+            _check_state(op.state)
+            return op.uid, op, None, None
+        if isinstance(op, Delete):
+            return op.uid, op, None, None
+        if isinstance(op, Upsert):
+            _check_state(op.state)
+        tags = None if op.tags is None else _tag_set(op.tags)
+        return op.uid, op, _Payload(op.object, op.attributes), tags
 
     async def is_object_owned_by(self, uid: str, owner: str) -> bool:
         """Whether ``owner`` is exactly the owner of ``uid``."""
@@ -628,7 +727,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     async def list_uids_for_tags(self, tags: Iterable[str]) -> set[str]:
         """The uids having every tag of ``tags`` (at least one tag is required)."""
-        wanted = _tag_set(tags)
+        wanted = validate_tags(tags)
         if not wanted:
             raise InvalidRequestError("list_uids_for_tags needs at least one tag")
 
@@ -645,13 +744,14 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         cursor = txn.cursor(db=dbs[b"tags"])
         sized = []
         for tag in tags:
-            if not cursor.set_key(tag.encode()):
+            key = _lookup_key(tag)
+            if key is None or not cursor.set_key(key):
                 return set()
-            sized.append((cursor.count(), tag))
+            sized.append((cursor.count(), key))
         sized.sort()
         result: set[bytes] | None = None
-        for _, tag in sized:
-            seqs = set(self._dups(txn, dbs[b"tags"], tag.encode()))
+        for _, key in sized:
+            seqs = set(self._dups(txn, dbs[b"tags"], key))
             result = seqs if result is None else result & seqs
             if not result:
                 return set()
@@ -678,7 +778,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         if state is not None:
             _check_state(state)
         search = researched_attributes or Attributes()
-        tags = _tag_set(search.get_tags(vendor_id))
+        tags = validate_tags(search.get_tags(vendor_id))
         must_own = bool(user_must_be_owner)
 
         def read(txn: lmdb.Transaction, dbs: _Dbs) -> list[FoundObject]:
@@ -690,7 +790,8 @@ class LmdbStore(ObjectsStore, PermissionsStore):
                     if seq is not None:
                         candidates.add(bytes(seq))
             if search.unique_identifier is not None:
-                seq = txn.get(search.unique_identifier.encode(), db=uids)
+                wanted = _lookup_key(search.unique_identifier)
+                seq = None if wanted is None else txn.get(wanted, db=uids)
                 candidates &= set() if seq is None else {bytes(seq)}
             if tags and candidates:
                 candidates &= self._seqs_with_tags(txn, dbs, tags)
@@ -708,12 +809,16 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     async def find_wrapped_by(self, wrapping_key_uid: str, user: str) -> list[FoundObject]:
         """Objects owned by or directly granted to ``user`` wrapped by ``wrapping_key_uid``."""
-        _name(wrapping_key_uid, "wrapping_key_uid")
+        if not isinstance(wrapping_key_uid, str):
+            raise InvalidRequestError("wrapping_key_uid must be a string")
         user_b = _name(user, "user")
+        kek = _lookup_key(wrapping_key_uid)
+        if kek is None:
+            return []
 
         def read(txn: lmdb.Transaction, dbs: _Dbs) -> list[FoundObject]:
             found = []
-            for seq in self._dups(txn, dbs[b"wrapped"], _wrapping_key(wrapping_key_uid)):
+            for seq in self._dups(txn, dbs[b"wrapped"], kek):
                 listing = self._decode(_LISTING, txn.get(seq, db=dbs[b"objects"]), "?")
                 uid = listing.uid
                 granted = txn.get(_k(uid) + user_b, db=dbs[b"grants"]) is not None
@@ -850,11 +955,13 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         return self._read(read)
 
 
-def _wrapping_key(uid: str) -> bytes:
-    raw = uid.encode()
-    if len(raw) > MAX_NAME_BYTES:
-        raise InvalidRequestError(f"a wrapping key uid is longer than {MAX_NAME_BYTES} UTF-8 bytes")
-    return raw
+def _lookup_key(text: str) -> bytes | None:
+    """``text`` as an index key, or None when no stored name can be equal to it."""
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        return None
+    return raw if 0 < len(raw) <= MAX_NAME_BYTES else None
 
 
 def _matches(search: Attributes, stored: Attributes) -> bool:
@@ -878,7 +985,6 @@ def _matches(search: Attributes, stored: Attributes) -> bool:
 
 
 _SCALAR_FILTERS: Final = (
-    "unique_identifier",
     "object_group",
     "object_group_member",
     "cryptographic_algorithm",
