@@ -25,11 +25,12 @@ __all__ = ["Completion", "deliver"]
 class Completion(Generic[T]):
     """Made in the awaiting task; filled from any thread with ``deliver``."""
 
-    __slots__ = ("_error", "_event", "_native", "_value")
+    __slots__ = ("_delivered", "_error", "_event", "_native", "_value")
 
     def __init__(self) -> None:
         self._value: T | None = None
         self._error: BaseException | None = None
+        self._delivered = False
         loop = asyncio._get_running_loop()
         if loop is not None:
             self._native: Any = loop
@@ -41,6 +42,8 @@ class Completion(Generic[T]):
             self._event = trio.Event()
 
     def _wake(self) -> None:
+        # Runs in the waiter's own loop thread, so it never races with ``wait``.
+        self._delivered = True
         event = self._event
         if isinstance(event, asyncio.Future):
             if not event.done():
@@ -57,11 +60,13 @@ class Completion(Generic[T]):
         event = self._event
         if isinstance(event, asyncio.Future):
             try:
-                await asyncio.shield(event)
+                await event
             except asyncio.CancelledError:
+                # The cancellation cancelled ``event`` too; wait on a fresh future, shielded from
+                # anyio scopes, and looping because a bare task.cancel() gets through the shield.
                 with anyio.CancelScope(shield=True):
-                    # A bare task.cancel() gets through anyio's shield: wait again until done.
-                    while not event.done():
+                    while not self._delivered:
+                        self._event = event = event.get_loop().create_future()
                         try:
                             await asyncio.shield(event)
                         except asyncio.CancelledError:

@@ -370,3 +370,34 @@ async def test_writes_after_close_fail_instead_of_hanging(tmp_path: Path) -> Non
     await store.close()
     with pytest.raises(DbError, match="closed"):
         shared.writer.submit(lambda txn: None, Completion())
+
+
+async def test_find_by_tags_picks_either_index_and_checks_access(tmp_path: Path) -> None:
+    obj, attrs = key()
+    async with LmdbStore(tmp_path / "s", durable=False) as store:
+        ops = [Create(f"a{i}", obj, attrs, {"x", "y"} if i else {"x"}) for i in range(3)]
+        await store.atomic("alice", ops)
+        ops = [Create(f"b{i}", obj, attrs, {"x", "y"}) for i in range(300)]
+        await store.atomic("bob", ops)
+        await store.grant_operations("b7", "alice", {KmipOperation.Get})
+
+        async def find(user: str, must_own: bool, *tags: str) -> set[str]:
+            search = Attributes()
+            search.set_tags("cosmian", set(tags))
+            return {uid for uid, _, _ in await store.find(search, None, user, must_own)}
+
+        # alice's own list (3) is shorter than the tag list (303): found from the owner index.
+        assert await find("alice", True, "x") == {"a0", "a1", "a2"}
+        assert await find("alice", True, "x", "y") == {"a1", "a2"}
+        # With grants the tag index leads; access is checked per record.
+        assert await find("alice", False, "x") == {"a0", "a1", "a2", "b7"}
+        assert await find("alice", False, "y", "x") == {"a1", "a2", "b7"}
+        assert len(await find("bob", True, "x", "y")) == 300
+        assert await find("carol", False, "x") == set()
+        # Both the inline (short list) and the worker-thread (long list) lookups.
+        assert await store.list_uids_for_tags({"x", "y"}) == {"a1", "a2"} | {
+            f"b{i}" for i in range(300)
+        }
+        await store.atomic("carol", [Create("c0", obj, attrs, {"z", "x"})])
+        assert await store.list_uids_for_tags({"z", "x"}) == {"c0"}
+        assert await store.list_uids_for_tags({"z", "nobody"}) == set()

@@ -70,6 +70,7 @@ FORMAT_VERSION: Final = 1
 MAX_NAME_BYTES: Final = 250
 DEFAULT_MAP_SIZE: Final = 64 << 30
 WILDCARD_USER: Final = "*"
+INLINE_READ_LIMIT: Final = 256  # records a read may touch on the event loop thread
 _OBJECT_TYPES: Final = get_args(Object)
 _DB_NAMES: Final = (
     b"meta",
@@ -213,6 +214,8 @@ class _Environment:
             self.dbs = {
                 name: self.env.open_db(name, dupsort=name in _DUPSORT) for name in _DB_NAMES
             }
+            self.uids = self.dbs[b"uids"]
+            self.objects = self.dbs[b"objects"]
             self._check_format()
             for file in ("data.mdb", "lock.mdb"):
                 os.chmod(os.path.join(path, file), 0o600)
@@ -605,16 +608,32 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     async def retrieve(self, uid: str) -> ObjectWithMetadata | None:
         """The object with owner, stored state and stored attributes, or None."""
-        uid_b = _name(uid, "uid")
-
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> _Record | None:
-            seq = txn.get(uid_b, db=dbs[b"uids"])
-            raw = None if seq is None else txn.get(seq, db=dbs[b"objects"])
-            return None if raw is None else self._decode(_RECORD, raw, uid)
-
-        record = self._read(read)
-        if record is None:
-            return None
+        # The hot read, written out: a short str needs no length check (62 characters are at
+        # most 248 UTF-8 bytes), and no closure is made per call as _read would.
+        if type(uid) is str and 0 < len(uid) <= 62:
+            try:
+                uid_b = uid.encode()
+            except UnicodeEncodeError:
+                uid_b = _name(uid, "uid")
+        else:
+            uid_b = _name(uid, "uid")
+        shared = self._env()
+        try:
+            with shared.env.begin(buffers=True) as txn:
+                seq = txn.get(uid_b, db=shared.uids)
+                if seq is None:
+                    return None
+                raw = txn.get(seq, db=shared.objects)
+                if raw is None:
+                    raise DbError(
+                        f"the store is inconsistent: {uid!r} is indexed but has no record"
+                    )
+                try:
+                    record = _RECORD.decode(raw)
+                except (msgspec.MsgspecError, RecursionError, UnicodeError):
+                    record = self._decode(_RECORD, raw, uid)
+        except lmdb.Error as exc:
+            raise DbError(f"LMDB read failed: {exc}") from None
         return ObjectWithMetadata(
             uid, record.object, record.owner, State[record.state], record.attributes
         )
@@ -738,24 +757,44 @@ class LmdbStore(ObjectsStore, PermissionsStore):
                 for seq in self._seqs_with_tags(txn, dbs, wanted)
             }
 
+        # An index lookup: inline while the shortest tag list is short, in a worker thread if not.
+        sized = self._read(lambda txn, dbs: self._tag_keys(txn, dbs, wanted))
+        if not sized:
+            return set()
+        if sized[0][0] <= INLINE_READ_LIMIT:
+            return self._read(read)
         return await self._scan(read)
 
-    def _seqs_with_tags(self, txn: lmdb.Transaction, dbs: _Dbs, tags: set[str]) -> set[bytes]:
+    @staticmethod
+    def _tag_keys(txn: lmdb.Transaction, dbs: _Dbs, tags: set[str]) -> list[tuple[int, bytes]]:
+        """``(count, key)`` of each tag, shortest list first; empty when a tag has no object."""
         cursor = txn.cursor(db=dbs[b"tags"])
         sized = []
         for tag in tags:
             key = _lookup_key(tag)
             if key is None or not cursor.set_key(key):
-                return set()
+                return []
             sized.append((cursor.count(), key))
         sized.sort()
-        result: set[bytes] | None = None
-        for _, key in sized:
-            seqs = set(self._dups(txn, dbs[b"tags"], key))
-            result = seqs if result is None else result & seqs
-            if not result:
-                return set()
-        return result or set()
+        return sized
+
+    def _tagged(
+        self,
+        txn: lmdb.Transaction,
+        dbs: _Dbs,
+        sized: list[tuple[int, bytes]],
+        seqs: Iterable[bytes],
+    ) -> set[bytes]:
+        """The sequence numbers of ``seqs`` carrying every tag of ``sized``."""
+        cursor = txn.cursor(db=dbs[b"tags"])
+        return {seq for seq in seqs if all(cursor.set_key_dup(key, seq) for _, key in sized)}
+
+    def _seqs_with_tags(self, txn: lmdb.Transaction, dbs: _Dbs, tags: set[str]) -> set[bytes]:
+        """The sequence numbers carrying every tag: the shortest tag list, filtered by the rest."""
+        sized = self._tag_keys(txn, dbs, tags)
+        if not sized:
+            return set()
+        return self._tagged(txn, dbs, sized[1:], self._dups(txn, dbs[b"tags"], sized[0][1]))
 
     async def find(
         self,
@@ -782,30 +821,60 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         must_own = bool(user_must_be_owner)
 
         def read(txn: lmdb.Transaction, dbs: _Dbs) -> list[FoundObject]:
-            uids = dbs[b"uids"]
-            candidates = set(self._dups(txn, dbs[b"owners"], user_b))
-            if not must_own:
-                for uid_b in self._dups(txn, dbs[b"user_grants"], user_b):
-                    seq = txn.get(uid_b, db=uids)
-                    if seq is not None:
-                        candidates.add(bytes(seq))
-            if search.unique_identifier is not None:
-                wanted = _lookup_key(search.unique_identifier)
-                seq = None if wanted is None else txn.get(wanted, db=uids)
-                candidates &= set() if seq is None else {bytes(seq)}
-            if tags and candidates:
-                candidates &= self._seqs_with_tags(txn, dbs, tags)
+            candidates = self._find_candidates(txn, dbs, search, tags, user_b, must_own)
+            grants = dbs[b"grants"]
             found = []
             for seq in sorted(candidates):
                 listing = self._decode(_LISTING, txn.get(seq, db=dbs[b"objects"]), "?")
                 uid = listing.uid
                 if state is not None and listing.state != state.name:
                     continue
+                if listing.owner != user and (
+                    must_own or txn.get(_k(uid) + user_b, db=grants) is None
+                ):
+                    continue
                 if _matches(search, listing.attributes):
                     found.append((uid, State[listing.state], listing.attributes))
             return found
 
         return await self._scan(read)
+
+    def _find_candidates(
+        self,
+        txn: lmdb.Transaction,
+        dbs: _Dbs,
+        search: Attributes,
+        tags: set[str],
+        user_b: bytes,
+        must_own: bool,
+    ) -> set[bytes]:
+        """A superset of the sequence numbers ``find`` may return, from the narrowest index.
+
+        The uid when searched for; with tags, the shortest of the tag lists and the user's own
+        list, checked against the other tags; else the objects owned by (and granted to) the
+        user. Access is checked afterwards, record by record.
+        """
+        uids = dbs[b"uids"]
+        if search.unique_identifier is not None:
+            wanted = _lookup_key(search.unique_identifier)
+            seq = None if wanted is None else txn.get(wanted, db=uids)
+            return set() if seq is None else {bytes(seq)}
+        owners = txn.cursor(db=dbs[b"owners"])
+        owned = owners.count() if owners.set_key(user_b) else 0
+        if tags:
+            sized = self._tag_keys(txn, dbs, tags)
+            if not sized:
+                return set()
+            if must_own and owned < sized[0][0]:
+                return self._tagged(txn, dbs, sized, self._dups(txn, dbs[b"owners"], user_b))
+            return self._seqs_with_tags(txn, dbs, tags)
+        candidates = set(self._dups(txn, dbs[b"owners"], user_b))
+        if not must_own:
+            for uid_b in self._dups(txn, dbs[b"user_grants"], user_b):
+                seq = txn.get(uid_b, db=uids)
+                if seq is not None:
+                    candidates.add(bytes(seq))
+        return candidates
 
     async def find_wrapped_by(self, wrapping_key_uid: str, user: str) -> list[FoundObject]:
         """Objects owned by or directly granted to ``user`` wrapped by ``wrapping_key_uid``."""
