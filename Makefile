@@ -53,6 +53,8 @@ test: lint typecheck pytest
 
 bench: build
 	$(PY) benches/run.py $(BENCH_ARGS)
+	$(PY) benches/store_bench.py $(STORE_BENCH_ARGS)
+	$(PY) benches/codec_bench.py $(CODEC_BENCH_ARGS)
 
 clean:
 	rm -rf build $(EXT) kms_iface/_pkcs11.c .mypy_cache .ruff_cache .pytest_cache
