@@ -35,10 +35,19 @@ class _Pending:
 
 
 class GroupCommitWriter:
-    """The single writer thread of one LMDB environment in this process."""
+    """The single writer thread of one LMDB environment in this process.
 
-    def __init__(self, env: lmdb.Environment, name: str) -> None:
+    ``start_batch(txn)`` runs at the start of every write transaction, before its jobs.
+    """
+
+    def __init__(
+        self,
+        env: lmdb.Environment,
+        name: str,
+        start_batch: Callable[[lmdb.Transaction], None],
+    ) -> None:
         self._env = env
+        self._start_batch = start_batch
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._stopping = False
         # Held while checking ``_stopping`` and queueing, and while ``stop`` sets it: no job can be
@@ -84,6 +93,7 @@ class GroupCommitWriter:
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self._env.begin(write=True, buffers=True) as parent:
+                self._start_batch(parent)
                 for pending in batch:
                     outcomes.append(self._run_job(parent, pending.job))
         except lmdb.MapFullError:

@@ -5,9 +5,9 @@ by construction. Layout (named sub-databases; ``k(s)`` is a 2-byte length then t
 
     meta          b"format_version" -> decimal format version
     uids          uid -> seq
-    objects       seq -> record [uid, owner, state name, wrapping key uid, object, attributes]
+    objects       seq -> record [uid, owner, state name, wrapping key uid, tags, object,
+                  attributes]
     tags          tag -> seq            (duplicates sorted)
-    object_tags   seq -> tag            (duplicates sorted)
     owners        owner -> seq          (duplicates sorted)
     wrapped       wrapping key uid -> seq
     grants        k(uid) + user -> granted operation names, comma separated
@@ -32,7 +32,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final, TypeAlias, TypeVar, get_args
+from typing import Any, ClassVar, Final, TypeVar, get_args
 
 import anyio
 import anyio.to_thread
@@ -64,7 +64,6 @@ from kms_iface.stores.base import (
 __all__ = ["LmdbStore"]
 
 T = TypeVar("T")
-_Dbs: TypeAlias = dict[bytes, Any]
 
 FORMAT_VERSION: Final = 1
 MAX_NAME_BYTES: Final = 250
@@ -77,13 +76,53 @@ _DB_NAMES: Final = (
     b"uids",
     b"objects",
     b"tags",
-    b"object_tags",
     b"owners",
     b"wrapped",
     b"grants",
     b"user_grants",
 )
-_DUPSORT: Final = frozenset({b"tags", b"object_tags", b"owners", b"wrapped", b"user_grants"})
+_DUPSORT: Final = frozenset({b"tags", b"owners", b"wrapped", b"user_grants"})
+
+
+class _Tables:
+    """The sub-database handles of one environment, and the writer's next sequence number."""
+
+    __slots__ = (
+        "grants",
+        "meta",
+        "next_seq",
+        "objects",
+        "owners",
+        "tags",
+        "uids",
+        "user_grants",
+        "wrapped",
+    )
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        for name in _DB_NAMES:
+            setattr(self, name.decode(), env.open_db(name, dupsort=name in _DUPSORT))
+        self.next_seq = 0
+
+    def start_batch(self, txn: lmdb.Transaction) -> None:
+        """Read the last sequence number: the writer holds LMDB's write lock, so it is current."""
+        cursor = txn.cursor(db=self.objects)
+        self.next_seq = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
+
+    def take_seq(self) -> bytes:
+        """A fresh sequence number for this batch (numbers of rolled-back jobs are not reused)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq.to_bytes(8, "big")
+
+    grants: Any
+    meta: Any
+    objects: Any
+    owners: Any
+    tags: Any
+    uids: Any
+    user_grants: Any
+    wrapped: Any
 
 
 class _Record(msgspec.Struct, array_like=True):
@@ -91,6 +130,7 @@ class _Record(msgspec.Struct, array_like=True):
     owner: str
     state: str
     wrapped_by: str | None
+    tags: list[str]
     object: Object
     attributes: Attributes
 
@@ -102,6 +142,7 @@ class _Header(msgspec.Struct, array_like=True):
     owner: str
     state: str
     wrapped_by: str | None
+    tags: list[str]
     object: msgspec.Raw
     attributes: msgspec.Raw
 
@@ -113,6 +154,7 @@ class _Listing(msgspec.Struct, array_like=True):
     owner: str
     state: str
     wrapped_by: str | None
+    tags: list[str]
     object: msgspec.Raw
     attributes: Attributes
 
@@ -164,12 +206,13 @@ class _Payload:
         if self.wrapped_by is not None:
             _name(self.wrapped_by, "the wrapping key uid")
 
-    def record(self, uid: str, owner: str, state: str) -> _Header:
+    def record(self, uid: str, owner: str, state: str, tags: list[str]) -> _Header:
         return _Header(
             uid,
             owner,
             state,
             self.wrapped_by,
+            tags,
             msgspec.Raw(self.object),
             msgspec.Raw(self.attributes),
         )
@@ -211,21 +254,19 @@ class _Environment:
             max_readers=256,
         )
         try:
-            self.dbs = {
-                name: self.env.open_db(name, dupsort=name in _DUPSORT) for name in _DB_NAMES
-            }
-            self.uids = self.dbs[b"uids"]
-            self.objects = self.dbs[b"objects"]
+            self.dbs = _Tables(self.env)
             self._check_format()
             for file in ("data.mdb", "lock.mdb"):
                 os.chmod(os.path.join(path, file), 0o600)
-            self.writer = GroupCommitWriter(self.env, f"kms-iface-lmdb-writer:{path}")
+            self.writer = GroupCommitWriter(
+                self.env, f"kms-iface-lmdb-writer:{path}", self.dbs.start_batch
+            )
         except BaseException:
             self.env.close()
             raise
 
     def _check_format(self) -> None:
-        meta = self.dbs[b"meta"]
+        meta = self.dbs.meta
         with self.env.begin(write=True) as txn:
             stored = txn.get(b"format_version", db=meta)
             if stored is None:
@@ -413,14 +454,14 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _write(self, job: Callable[[lmdb.Transaction, _Dbs], T]) -> T:
+    async def _write(self, job: Callable[[lmdb.Transaction, _Tables], T]) -> T:
         shared = self._env()
         dbs = shared.dbs
         completion: Completion[T] = Completion()
         shared.writer.submit(lambda txn: job(txn, dbs), completion)
         return await completion.wait()
 
-    def _read(self, reader: Callable[[lmdb.Transaction, _Dbs], T]) -> T:
+    def _read(self, reader: Callable[[lmdb.Transaction, _Tables], T]) -> T:
         shared = self._env()
         try:
             with shared.env.begin(buffers=True) as txn:
@@ -428,7 +469,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         except lmdb.Error as exc:
             raise DbError(f"LMDB read failed: {exc}") from None
 
-    async def _scan(self, reader: Callable[[lmdb.Transaction, _Dbs], T]) -> T:
+    async def _scan(self, reader: Callable[[lmdb.Transaction, _Tables], T]) -> T:
         return await anyio.to_thread.run_sync(self._read, reader)
 
     @staticmethod
@@ -448,12 +489,12 @@ class LmdbStore(ObjectsStore, PermissionsStore):
     # -- write jobs (run in the writer thread) -------------------------------------------------
 
     @staticmethod
-    def _locate(txn: lmdb.Transaction, dbs: _Dbs, uid: str) -> tuple[bytes, _Header] | None:
-        seq = txn.get(uid.encode(), db=dbs[b"uids"])
+    def _locate(txn: lmdb.Transaction, dbs: _Tables, uid: str) -> tuple[bytes, _Header] | None:
+        seq = txn.get(uid.encode(), db=dbs.uids)
         if seq is None:
             return None
         seq = bytes(seq)
-        raw = txn.get(seq, db=dbs[b"objects"])
+        raw = txn.get(seq, db=dbs.objects)
         if raw is None:
             raise DbError(f"the store is inconsistent: {uid!r} is indexed but has no record")
         return seq, LmdbStore._decode(_HEADER, raw, uid)
@@ -461,40 +502,37 @@ class LmdbStore(ObjectsStore, PermissionsStore):
     def _insert(
         self,
         txn: lmdb.Transaction,
-        dbs: _Dbs,
+        dbs: _Tables,
         uid: str,
         owner: str,
         payload: _Payload,
         tags: set[str],
         state: State,
     ) -> None:
-        uid_b = uid.encode()
-        cursor = txn.cursor(db=dbs[b"objects"])
-        seq = (int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1).to_bytes(8, "big")
-        if not txn.put(uid_b, seq, db=dbs[b"uids"], overwrite=False):
+        seq = dbs.take_seq()
+        if not txn.put(uid.encode(), seq, db=dbs.uids, overwrite=False):
             raise DbError(f"an object with uid {uid!r} already exists")
-        _put_record(txn, dbs[b"objects"], seq, payload.record(uid, owner, state.name), True)
-        txn.put(owner.encode(), seq, db=dbs[b"owners"])
+        record = payload.record(uid, owner, state.name, sorted(tags))
+        _put_record(txn, dbs.objects, seq, record, True)
+        txn.put(owner.encode(), seq, db=dbs.owners)
         if payload.wrapped_by is not None:
-            txn.put(payload.wrapped_by.encode(), seq, db=dbs[b"wrapped"])
+            txn.put(payload.wrapped_by.encode(), seq, db=dbs.wrapped)
         self._put_tags(txn, dbs, seq, tags)
 
     @staticmethod
-    def _put_tags(txn: lmdb.Transaction, dbs: _Dbs, seq: bytes, tags: set[str]) -> None:
+    def _put_tags(txn: lmdb.Transaction, dbs: _Tables, seq: bytes, tags: Iterable[str]) -> None:
         for tag in tags:
-            tag_b = tag.encode()
-            txn.put(tag_b, seq, db=dbs[b"tags"])
-            txn.put(seq, tag_b, db=dbs[b"object_tags"])
+            txn.put(tag.encode(), seq, db=dbs.tags)
 
-    def _drop_tags(self, txn: lmdb.Transaction, dbs: _Dbs, seq: bytes) -> None:
-        for tag_b in list(self._dups(txn, dbs[b"object_tags"], seq)):
-            txn.delete(tag_b, seq, db=dbs[b"tags"])
-        txn.delete(seq, db=dbs[b"object_tags"])
+    @staticmethod
+    def _drop_tags(txn: lmdb.Transaction, dbs: _Tables, seq: bytes, tags: Iterable[str]) -> None:
+        for tag in tags:
+            txn.delete(tag.encode(), seq, db=dbs.tags)
 
     def _replace(
         self,
         txn: lmdb.Transaction,
-        dbs: _Dbs,
+        dbs: _Tables,
         seq: bytes,
         old: _Header,
         payload: _Payload,
@@ -504,19 +542,19 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         wrapped_by = payload.wrapped_by
         if old.wrapped_by != wrapped_by:
             if old.wrapped_by is not None:
-                txn.delete(old.wrapped_by.encode(), seq, db=dbs[b"wrapped"])
+                txn.delete(old.wrapped_by.encode(), seq, db=dbs.wrapped)
             if wrapped_by is not None:
-                txn.put(wrapped_by.encode(), seq, db=dbs[b"wrapped"])
-        record = payload.record(old.uid, old.owner, state)
-        _put_record(txn, dbs[b"objects"], seq, record, False)
+                txn.put(wrapped_by.encode(), seq, db=dbs.wrapped)
         if tags is not None:
-            self._drop_tags(txn, dbs, seq)
+            self._drop_tags(txn, dbs, seq, old.tags)
             self._put_tags(txn, dbs, seq, tags)
+        kept = old.tags if tags is None else sorted(tags)
+        _put_record(txn, dbs.objects, seq, payload.record(old.uid, old.owner, state, kept), False)
 
     def _update_object(
         self,
         txn: lmdb.Transaction,
-        dbs: _Dbs,
+        dbs: _Tables,
         uid: str,
         payload: _Payload,
         tags: set[str] | None,
@@ -526,25 +564,25 @@ class LmdbStore(ObjectsStore, PermissionsStore):
             seq, old = found
             self._replace(txn, dbs, seq, old, payload, tags, old.state)
 
-    def _update_state(self, txn: lmdb.Transaction, dbs: _Dbs, uid: str, state: State) -> None:
+    def _update_state(self, txn: lmdb.Transaction, dbs: _Tables, uid: str, state: State) -> None:
         found = self._locate(txn, dbs, uid)
         if found is not None and found[1].state != state.name:
             seq, old = found
             old.state = state.name
-            _put_record(txn, dbs[b"objects"], seq, old, False)
+            _put_record(txn, dbs.objects, seq, old, False)
 
-    def _delete(self, txn: lmdb.Transaction, dbs: _Dbs, uid: str) -> None:
+    def _delete(self, txn: lmdb.Transaction, dbs: _Tables, uid: str) -> None:
         found = self._locate(txn, dbs, uid)
         if found is not None:
             seq, old = found
-            txn.delete(old.owner.encode(), seq, db=dbs[b"owners"])
+            txn.delete(old.owner.encode(), seq, db=dbs.owners)
             if old.wrapped_by is not None:
-                txn.delete(old.wrapped_by.encode(), seq, db=dbs[b"wrapped"])
-            self._drop_tags(txn, dbs, seq)
-            txn.delete(seq, db=dbs[b"objects"])
-            txn.delete(uid.encode(), db=dbs[b"uids"])
+                txn.delete(old.wrapped_by.encode(), seq, db=dbs.wrapped)
+            self._drop_tags(txn, dbs, seq, old.tags)
+            txn.delete(seq, db=dbs.objects)
+            txn.delete(uid.encode(), db=dbs.uids)
         prefix = _k(uid)
-        cursor = txn.cursor(db=dbs[b"grants"])
+        cursor = txn.cursor(db=dbs.grants)
         users = []
         if cursor.set_range(prefix):
             for key in cursor.iternext(values=False):
@@ -554,13 +592,13 @@ class LmdbStore(ObjectsStore, PermissionsStore):
                 users.append(key[len(prefix) :])
         uid_b = uid.encode()
         for user_b in users:
-            txn.delete(prefix + user_b, db=dbs[b"grants"])
-            txn.delete(user_b, uid_b, db=dbs[b"user_grants"])
+            txn.delete(prefix + user_b, db=dbs.grants)
+            txn.delete(user_b, uid_b, db=dbs.user_grants)
 
     def _upsert(
         self,
         txn: lmdb.Transaction,
-        dbs: _Dbs,
+        dbs: _Tables,
         user: str,
         uid: str,
         payload: _Payload,
@@ -597,7 +635,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         payload = _Payload(object, attributes)
         state = payload.state or State.PreActive
 
-        def job(txn: lmdb.Transaction, dbs: _Dbs) -> str:
+        def job(txn: lmdb.Transaction, dbs: _Tables) -> str:
             self._insert(txn, dbs, fresh, owner, payload, tag_set, state)
             return fresh
 
@@ -620,10 +658,10 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         shared = self._env()
         try:
             with shared.env.begin(buffers=True) as txn:
-                seq = txn.get(uid_b, db=shared.uids)
+                seq = txn.get(uid_b, db=shared.dbs.uids)
                 if seq is None:
                     return None
-                raw = txn.get(seq, db=shared.objects)
+                raw = txn.get(seq, db=shared.dbs.objects)
                 if raw is None:
                     raise DbError(
                         f"the store is inconsistent: {uid!r} is indexed but has no record"
@@ -640,13 +678,11 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     async def retrieve_tags(self, uid: str) -> set[str]:
         """The object's tags (empty for an unknown uid)."""
-        uid_b = _name(uid, "uid")
+        _name(uid, "uid")
 
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> set[str]:
-            seq = txn.get(uid_b, db=dbs[b"uids"])
-            if seq is None:
-                return set()
-            return {tag.decode() for tag in self._dups(txn, dbs[b"object_tags"], bytes(seq))}
+        def read(txn: lmdb.Transaction, dbs: _Tables) -> set[str]:
+            found = self._locate(txn, dbs, uid)
+            return set() if found is None else set(found[1].tags)
 
         return self._read(read)
 
@@ -689,7 +725,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
             if not plan:
                 return []
 
-            def job(txn: lmdb.Transaction, dbs: _Dbs) -> list[str]:
+            def job(txn: lmdb.Transaction, dbs: _Tables) -> list[str]:
                 for uid, op, payload, tags in plan:
                     if isinstance(op, UpdateState):
                         self._update_state(txn, dbs, uid, op.state)
@@ -738,7 +774,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         if not isinstance(owner, str):
             raise InvalidRequestError("owner must be a string")
 
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> bool:
+        def read(txn: lmdb.Transaction, dbs: _Tables) -> bool:
             found = self._locate(txn, dbs, uid)
             return found is not None and found[1].owner == owner
 
@@ -750,8 +786,8 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         if not wanted:
             raise InvalidRequestError("list_uids_for_tags needs at least one tag")
 
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> set[str]:
-            objects = dbs[b"objects"]
+        def read(txn: lmdb.Transaction, dbs: _Tables) -> set[str]:
+            objects = dbs.objects
             return {
                 self._decode(_HEADER, txn.get(seq, db=objects), "?").uid
                 for seq in self._seqs_with_tags(txn, dbs, wanted)
@@ -766,9 +802,9 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         return await self._scan(read)
 
     @staticmethod
-    def _tag_keys(txn: lmdb.Transaction, dbs: _Dbs, tags: set[str]) -> list[tuple[int, bytes]]:
+    def _tag_keys(txn: lmdb.Transaction, dbs: _Tables, tags: set[str]) -> list[tuple[int, bytes]]:
         """``(count, key)`` of each tag, shortest list first; empty when a tag has no object."""
-        cursor = txn.cursor(db=dbs[b"tags"])
+        cursor = txn.cursor(db=dbs.tags)
         sized = []
         for tag in tags:
             key = _lookup_key(tag)
@@ -781,20 +817,20 @@ class LmdbStore(ObjectsStore, PermissionsStore):
     def _tagged(
         self,
         txn: lmdb.Transaction,
-        dbs: _Dbs,
+        dbs: _Tables,
         sized: list[tuple[int, bytes]],
         seqs: Iterable[bytes],
     ) -> set[bytes]:
         """The sequence numbers of ``seqs`` carrying every tag of ``sized``."""
-        cursor = txn.cursor(db=dbs[b"tags"])
+        cursor = txn.cursor(db=dbs.tags)
         return {seq for seq in seqs if all(cursor.set_key_dup(key, seq) for _, key in sized)}
 
-    def _seqs_with_tags(self, txn: lmdb.Transaction, dbs: _Dbs, tags: set[str]) -> set[bytes]:
+    def _seqs_with_tags(self, txn: lmdb.Transaction, dbs: _Tables, tags: set[str]) -> set[bytes]:
         """The sequence numbers carrying every tag: the shortest tag list, filtered by the rest."""
         sized = self._tag_keys(txn, dbs, tags)
         if not sized:
             return set()
-        return self._tagged(txn, dbs, sized[1:], self._dups(txn, dbs[b"tags"], sized[0][1]))
+        return self._tagged(txn, dbs, sized[1:], self._dups(txn, dbs.tags, sized[0][1]))
 
     async def find(
         self,
@@ -820,12 +856,12 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         tags = validate_tags(search.get_tags(vendor_id))
         must_own = bool(user_must_be_owner)
 
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> list[FoundObject]:
+        def read(txn: lmdb.Transaction, dbs: _Tables) -> list[FoundObject]:
             candidates = self._find_candidates(txn, dbs, search, tags, user_b, must_own)
-            grants = dbs[b"grants"]
+            grants = dbs.grants
             found = []
             for seq in sorted(candidates):
-                listing = self._decode(_LISTING, txn.get(seq, db=dbs[b"objects"]), "?")
+                listing = self._decode(_LISTING, txn.get(seq, db=dbs.objects), "?")
                 uid = listing.uid
                 if state is not None and listing.state != state.name:
                     continue
@@ -842,7 +878,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
     def _find_candidates(
         self,
         txn: lmdb.Transaction,
-        dbs: _Dbs,
+        dbs: _Tables,
         search: Attributes,
         tags: set[str],
         user_b: bytes,
@@ -854,23 +890,23 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         list, checked against the other tags; else the objects owned by (and granted to) the
         user. Access is checked afterwards, record by record.
         """
-        uids = dbs[b"uids"]
+        uids = dbs.uids
         if search.unique_identifier is not None:
             wanted = _lookup_key(search.unique_identifier)
             seq = None if wanted is None else txn.get(wanted, db=uids)
             return set() if seq is None else {bytes(seq)}
-        owners = txn.cursor(db=dbs[b"owners"])
+        owners = txn.cursor(db=dbs.owners)
         owned = owners.count() if owners.set_key(user_b) else 0
         if tags:
             sized = self._tag_keys(txn, dbs, tags)
             if not sized:
                 return set()
             if must_own and owned < sized[0][0]:
-                return self._tagged(txn, dbs, sized, self._dups(txn, dbs[b"owners"], user_b))
+                return self._tagged(txn, dbs, sized, self._dups(txn, dbs.owners, user_b))
             return self._seqs_with_tags(txn, dbs, tags)
-        candidates = set(self._dups(txn, dbs[b"owners"], user_b))
+        candidates = set(self._dups(txn, dbs.owners, user_b))
         if not must_own:
-            for uid_b in self._dups(txn, dbs[b"user_grants"], user_b):
+            for uid_b in self._dups(txn, dbs.user_grants, user_b):
                 seq = txn.get(uid_b, db=uids)
                 if seq is not None:
                     candidates.add(bytes(seq))
@@ -885,12 +921,12 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         if kek is None:
             return []
 
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> list[FoundObject]:
+        def read(txn: lmdb.Transaction, dbs: _Tables) -> list[FoundObject]:
             found = []
-            for seq in self._dups(txn, dbs[b"wrapped"], kek):
-                listing = self._decode(_LISTING, txn.get(seq, db=dbs[b"objects"]), "?")
+            for seq in self._dups(txn, dbs.wrapped, kek):
+                listing = self._decode(_LISTING, txn.get(seq, db=dbs.objects), "?")
                 uid = listing.uid
-                granted = txn.get(_k(uid) + user_b, db=dbs[b"grants"]) is not None
+                granted = txn.get(_k(uid) + user_b, db=dbs.grants) is not None
                 if listing.owner == user or granted:
                     found.append((uid, State[listing.state], listing.attributes))
             return found
@@ -900,10 +936,10 @@ class LmdbStore(ObjectsStore, PermissionsStore):
     async def count_all_non_destroyed(self) -> int:
         """How many objects are neither Destroyed nor Destroyed_Compromised (a full scan)."""
 
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> int:
+        def read(txn: lmdb.Transaction, dbs: _Tables) -> int:
             destroyed = {State.Destroyed.name, State.Destroyed_Compromised.name}
             count = 0
-            for _, raw in txn.cursor(db=dbs[b"objects"]):
+            for _, raw in txn.cursor(db=dbs.objects):
                 if self._decode(_HEADER, raw, "?").state not in destroyed:
                     count += 1
             return count
@@ -923,12 +959,12 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         user_b = _name(user, "user")
 
         def read(
-            txn: lmdb.Transaction, dbs: _Dbs
+            txn: lmdb.Transaction, dbs: _Tables
         ) -> dict[str, tuple[str, State, set[KmipOperation]]]:
             result = {}
-            for uid_b in self._dups(txn, dbs[b"user_grants"], user_b):
+            for uid_b in self._dups(txn, dbs.user_grants, user_b):
                 uid = uid_b.decode()
-                ops = txn.get(_k(uid) + user_b, db=dbs[b"grants"])
+                ops = txn.get(_k(uid) + user_b, db=dbs.grants)
                 if ops is None:
                     continue
                 found = self._locate(txn, dbs, uid)
@@ -945,9 +981,9 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         _name(uid, "uid")
         prefix = _k(uid)
 
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> dict[str, set[KmipOperation]]:
+        def read(txn: lmdb.Transaction, dbs: _Tables) -> dict[str, set[KmipOperation]]:
             result = {}
-            cursor = txn.cursor(db=dbs[b"grants"])
+            cursor = txn.cursor(db=dbs.grants)
             if cursor.set_range(prefix):
                 for key, value in cursor:
                     key = bytes(key)
@@ -968,12 +1004,12 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         if not ops:
             return
 
-        def job(txn: lmdb.Transaction, dbs: _Dbs) -> None:
+        def job(txn: lmdb.Transaction, dbs: _Tables) -> None:
             key = _k(uid) + user_b
-            current = txn.get(key, db=dbs[b"grants"])
+            current = txn.get(key, db=dbs.grants)
             merged = ops | (set() if current is None else _decode_ops(current))
-            txn.put(key, _encode_ops(merged), db=dbs[b"grants"])
-            txn.put(user_b, uid_b, db=dbs[b"user_grants"])
+            txn.put(key, _encode_ops(merged), db=dbs.grants)
+            txn.put(user_b, uid_b, db=dbs.user_grants)
 
         await self._write(job)
 
@@ -987,17 +1023,17 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         if not ops:
             return
 
-        def job(txn: lmdb.Transaction, dbs: _Dbs) -> None:
+        def job(txn: lmdb.Transaction, dbs: _Tables) -> None:
             key = _k(uid) + user_b
-            current = txn.get(key, db=dbs[b"grants"])
+            current = txn.get(key, db=dbs.grants)
             if current is None:
                 return
             remaining = _decode_ops(current) - ops
             if remaining:
-                txn.put(key, _encode_ops(remaining), db=dbs[b"grants"])
+                txn.put(key, _encode_ops(remaining), db=dbs.grants)
             else:
-                txn.delete(key, db=dbs[b"grants"])
-                txn.delete(user_b, uid_b, db=dbs[b"user_grants"])
+                txn.delete(key, db=dbs.grants)
+                txn.delete(user_b, uid_b, db=dbs.user_grants)
 
         await self._write(job)
 
@@ -1010,13 +1046,13 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         prefix = _k(uid)
         inherit = not no_inherited_access and user != WILDCARD_USER
 
-        def read(txn: lmdb.Transaction, dbs: _Dbs) -> set[KmipOperation]:
+        def read(txn: lmdb.Transaction, dbs: _Tables) -> set[KmipOperation]:
             ops = set()
-            direct = txn.get(prefix + user_b, db=dbs[b"grants"])
+            direct = txn.get(prefix + user_b, db=dbs.grants)
             if direct is not None:
                 ops |= _decode_ops(direct)
             if inherit:
-                wildcard = txn.get(prefix + WILDCARD_USER.encode(), db=dbs[b"grants"])
+                wildcard = txn.get(prefix + WILDCARD_USER.encode(), db=dbs.grants)
                 if wildcard is not None:
                     ops |= _decode_ops(wildcard)
             return ops
