@@ -27,11 +27,16 @@ Job = Callable[[lmdb.Transaction], Any]
 
 
 class _Pending:
-    __slots__ = ("completion", "job")
+    __slots__ = ("completion", "guarded", "job")
 
-    def __init__(self, job: Job, completion: Completion[Any]) -> None:
+    def __init__(self, job: Job, completion: Completion[Any], guarded: bool) -> None:
         self.job = job
         self.completion = completion
+        self.guarded = guarded
+
+
+class _Redo(Exception):
+    """A guarded job failed after writing: the batch is redone with every job isolated."""
 
 
 class GroupCommitWriter:
@@ -56,12 +61,17 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, completion: Completion[Any]) -> None:
-        """Queue ``job`` (run in the writer thread with a write transaction)."""
+    def submit(self, job: Job, completion: Completion[Any], *, guarded: bool = False) -> None:
+        """Queue ``job`` (run in the writer thread with a write transaction).
+
+        A ``guarded`` job promises to raise ``InterfaceError`` only before its first write; it
+        runs in the batch's transaction directly instead of a nested one (one begin and commit
+        less per job). Should it fail any other way, the batch is redone with every job nested.
+        """
         with self._gate:
             if self._stopping:
                 raise DbError("the store is closed")
-            self._queue.put(_Pending(job, completion))
+            self._queue.put(_Pending(job, completion, guarded))
 
     def stop(self) -> None:
         """Finish every queued job, then end the thread (blocking; call it off the event loop)."""
@@ -90,20 +100,45 @@ class GroupCommitWriter:
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
         try:
-            with self._env.begin(write=True, buffers=True) as parent:
-                self._start_batch(parent)
-                for pending in batch:
-                    outcomes.append(self._run_job(parent, pending.job))
-        except lmdb.MapFullError:
-            outcomes = [(False, self._full()) for _ in batch]
-        except lmdb.Error as exc:
-            outcomes = [(False, DbError(f"LMDB commit failed: {exc}")) for _ in batch]
+            outcomes = self._attempt(batch, isolate_all=False)
+        except _Redo:
+            outcomes = self._attempt(batch, isolate_all=True)
         deliver(
             (pending.completion, ok, value)
             for pending, (ok, value) in zip(batch, outcomes, strict=True)
         )
+
+    def _attempt(self, batch: list[_Pending], isolate_all: bool) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        parent = self._env.begin(write=True, buffers=True)
+        try:
+            self._start_batch(parent)
+            for pending in batch:
+                if pending.guarded and not isolate_all:
+                    outcomes.append(self._run_guarded(parent, pending.job))
+                else:
+                    outcomes.append(self._run_job(parent, pending.job))
+            parent.commit()
+        except _Redo:
+            parent.abort()
+            raise
+        except lmdb.MapFullError:
+            parent.abort()
+            outcomes = [(False, self._full()) for _ in batch]
+        except lmdb.Error as exc:
+            parent.abort()
+            outcomes = [(False, DbError(f"LMDB commit failed: {exc}")) for _ in batch]
+        return outcomes
+
+    @staticmethod
+    def _run_guarded(parent: lmdb.Transaction, job: Job) -> tuple[bool, Any]:
+        try:
+            return True, job(parent)
+        except InterfaceError as exc:
+            return False, exc  # raised before the job wrote anything: the batch is intact
+        except Exception as exc:
+            raise _Redo from exc
 
     def _run_job(self, parent: lmdb.Transaction, job: Job) -> tuple[bool, Any]:
         child = self._env.begin(write=True, parent=parent, buffers=True)

@@ -190,7 +190,7 @@ class _Payload:
     The encoded buffers hold key material: ``wipe()`` clears them once the write is done.
     """
 
-    __slots__ = ("attributes", "object", "state", "wrapped_by")
+    __slots__ = ("attributes", "insert", "object", "state", "wrapped_by")
 
     def __init__(self, obj: object, attributes: object) -> None:
         _check_object(obj, attributes)
@@ -205,6 +205,11 @@ class _Payload:
         self.wrapped_by: str | None = obj.wrapping_key_uid()  # type: ignore[attr-defined]
         if self.wrapped_by is not None:
             _name(self.wrapped_by, "the wrapping key uid")
+        self.insert: _Insert | None = None
+
+    def prepare_insert(self, uid: str, owner: str, state: State, tags: set[str]) -> None:
+        """Encode the whole record of a new object now, so that the writer only puts it."""
+        self.insert = _Insert(uid, owner, self, state, tags)
 
     def record(self, uid: str, owner: str, state: str, tags: list[str]) -> _Header:
         return _Header(
@@ -220,6 +225,36 @@ class _Payload:
     def wipe(self) -> None:
         wipe(self.object)
         wipe(self.attributes)
+        if self.insert is not None:
+            wipe(self.insert.record)
+
+
+class _Insert:
+    """A new object's record and index keys, all encoded before the writer thread sees them."""
+
+    __slots__ = ("owner", "record", "tags", "uid", "wrapped_by")
+
+    def __init__(
+        self, uid: str, owner: str, payload: _Payload, state: State, tags: set[str]
+    ) -> None:
+        self.uid = uid.encode()
+        self.owner = owner.encode()
+        self.wrapped_by = None if payload.wrapped_by is None else payload.wrapped_by.encode()
+        self.tags = [tag.encode() for tag in tags]
+        self.record = bytearray()
+        _ENCODER.encode_into(payload.record(uid, owner, state.name, sorted(tags)), self.record)
+
+    def apply(self, txn: lmdb.Transaction, dbs: _Tables) -> None:
+        """Put the record and its index entries; a taken uid raises before anything is written."""
+        seq = dbs.take_seq()
+        if not txn.put(self.uid, seq, db=dbs.uids, overwrite=False):
+            raise DbError(f"an object with uid {self.uid.decode()!r} already exists")
+        txn.put(seq, self.record, db=dbs.objects, append=True)
+        txn.put(self.owner, seq, db=dbs.owners)
+        if self.wrapped_by is not None:
+            txn.put(self.wrapped_by, seq, db=dbs.wrapped)
+        for tag in self.tags:
+            txn.put(tag, seq, db=dbs.tags)
 
 
 def _put_record(txn: lmdb.Transaction, db: Any, seq: bytes, record: _Header, append: bool) -> None:
@@ -454,11 +489,14 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _write(self, job: Callable[[lmdb.Transaction, _Tables], T]) -> T:
+    async def _write(
+        self, job: Callable[[lmdb.Transaction, _Tables], T], *, guarded: bool = False
+    ) -> T:
+        """Run ``job`` in the writer thread; ``guarded``: it can only fail before its first put."""
         shared = self._env()
         dbs = shared.dbs
         completion: Completion[T] = Completion()
-        shared.writer.submit(lambda txn: job(txn, dbs), completion)
+        shared.writer.submit(lambda txn: job(txn, dbs), completion, guarded=guarded)
         return await completion.wait()
 
     def _read(self, reader: Callable[[lmdb.Transaction, _Tables], T]) -> T:
@@ -498,26 +536,6 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         if raw is None:
             raise DbError(f"the store is inconsistent: {uid!r} is indexed but has no record")
         return seq, LmdbStore._decode(_HEADER, raw, uid)
-
-    def _insert(
-        self,
-        txn: lmdb.Transaction,
-        dbs: _Tables,
-        uid: str,
-        owner: str,
-        payload: _Payload,
-        tags: set[str],
-        state: State,
-    ) -> None:
-        seq = dbs.take_seq()
-        if not txn.put(uid.encode(), seq, db=dbs.uids, overwrite=False):
-            raise DbError(f"an object with uid {uid!r} already exists")
-        record = payload.record(uid, owner, state.name, sorted(tags))
-        _put_record(txn, dbs.objects, seq, record, True)
-        txn.put(owner.encode(), seq, db=dbs.owners)
-        if payload.wrapped_by is not None:
-            txn.put(payload.wrapped_by.encode(), seq, db=dbs.wrapped)
-        self._put_tags(txn, dbs, seq, tags)
 
     @staticmethod
     def _put_tags(txn: lmdb.Transaction, dbs: _Tables, seq: bytes, tags: Iterable[str]) -> None:
@@ -607,7 +625,8 @@ class LmdbStore(ObjectsStore, PermissionsStore):
     ) -> None:
         found = self._locate(txn, dbs, uid)
         if found is None:
-            self._insert(txn, dbs, uid, user, payload, tags or set(), state)
+            assert payload.insert is not None
+            payload.insert.apply(txn, dbs)
         elif found[1].owner != user:
             raise UnauthorizedError(
                 f"object {uid!r} belongs to another user: the upsert is refused and the "
@@ -633,14 +652,16 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         _name(owner, "owner")
         tag_set = _tag_set(tags)
         payload = _Payload(object, attributes)
-        state = payload.state or State.PreActive
-
-        def job(txn: lmdb.Transaction, dbs: _Tables) -> str:
-            self._insert(txn, dbs, fresh, owner, payload, tag_set, state)
-            return fresh
-
         try:
-            return await self._write(job)
+            payload.prepare_insert(fresh, owner, payload.state or State.PreActive, tag_set)
+            insert = payload.insert
+            assert insert is not None
+
+            def job(txn: lmdb.Transaction, dbs: _Tables) -> str:
+                insert.apply(txn, dbs)
+                return fresh
+
+            return await self._write(job, guarded=True)
         finally:
             payload.wipe()
 
@@ -721,7 +742,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         plan: list[tuple[str, AtomicOperation, _Payload | None, set[str] | None]] = []
         try:
             for op in operations:
-                plan.append(self._plan(op))
+                plan.append(self._plan(op, user))
             if not plan:
                 return []
 
@@ -734,8 +755,8 @@ class LmdbStore(ObjectsStore, PermissionsStore):
                     elif payload is None:
                         raise AssertionError("a write step without its payload")
                     elif isinstance(op, Create):
-                        state = payload.state or State.PreActive
-                        self._insert(txn, dbs, uid, user, payload, tags or set(), state)
+                        assert payload.insert is not None
+                        payload.insert.apply(txn, dbs)
                     elif isinstance(op, Upsert):
                         self._upsert(txn, dbs, user, uid, payload, tags, op.state)
                     else:
@@ -749,12 +770,17 @@ class LmdbStore(ObjectsStore, PermissionsStore):
                     payload.wipe()
 
     @staticmethod
-    def _plan(op: object) -> tuple[str, AtomicOperation, _Payload | None, set[str] | None]:
+    def _plan(
+        op: object, user: str
+    ) -> tuple[str, AtomicOperation, _Payload | None, set[str] | None]:
         """One checked step of a batch: uid, operation, encoded payload, checked tags."""
         if isinstance(op, Create):
             uid = new_uid() if op.uid is None else op.uid
             _name(uid, "uid")
-            return uid, op, _Payload(op.object, op.attributes), _tag_set(op.tags)
+            new_tags = _tag_set(op.tags)
+            payload = _Payload(op.object, op.attributes)
+            payload.prepare_insert(uid, user, payload.state or State.PreActive, new_tags)
+            return uid, op, payload, new_tags
         if not isinstance(op, (Upsert, UpdateObject, UpdateState, Delete)):
             raise InvalidRequestError(f"{type(op).__name__} is not an atomic operation")
         _name(op.uid, "uid")
@@ -766,7 +792,10 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         if isinstance(op, Upsert):
             _check_state(op.state)
         tags = None if op.tags is None else _tag_set(op.tags)
-        return op.uid, op, _Payload(op.object, op.attributes), tags
+        payload = _Payload(op.object, op.attributes)
+        if isinstance(op, Upsert):
+            payload.prepare_insert(op.uid, user, op.state, tags or set())
+        return op.uid, op, payload, tags
 
     async def is_object_owned_by(self, uid: str, owner: str) -> bool:
         """Whether ``owner`` is exactly the owner of ``uid``."""
