@@ -384,6 +384,15 @@ def _tag_set(tags: Iterable[str]) -> set[str]:
     return checked
 
 
+def _grant_row(
+    uid: str, user: str, operations: Iterable[KmipOperation]
+) -> tuple[bytes, bytes, bytes, set[KmipOperation]]:
+    """Checked uid and user, the key of their grant row, and the checked operations."""
+    uid_b = _name(uid, "uid")
+    user_b = _name(user, "user")
+    return uid_b, user_b, _k(uid) + user_b, _operations(operations)
+
+
 def _operations(operations: Iterable[KmipOperation]) -> set[KmipOperation]:
     if isinstance(operations, (str, bytes)):
         raise InvalidRequestError("operations must be a collection of KmipOperation")
@@ -1027,14 +1036,11 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         self, uid: str, user: str, operations: Iterable[KmipOperation]
     ) -> None:
         """Add ``operations`` to the grant of ``user`` on ``uid`` (the object need not exist)."""
-        uid_b = _name(uid, "uid")
-        user_b = _name(user, "user")
-        ops = _operations(operations)
+        uid_b, user_b, key, ops = _grant_row(uid, user, operations)
         if not ops:
             return
 
         def job(txn: lmdb.Transaction, dbs: _Tables) -> None:
-            key = _k(uid) + user_b
             current = txn.get(key, db=dbs.grants)
             merged = ops | (set() if current is None else _decode_ops(current))
             txn.put(key, _encode_ops(merged), db=dbs.grants)
@@ -1046,14 +1052,11 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         self, uid: str, user: str, operations: Iterable[KmipOperation]
     ) -> None:
         """Remove ``operations`` from the grant; a grant left empty disappears."""
-        uid_b = _name(uid, "uid")
-        user_b = _name(user, "user")
-        ops = _operations(operations)
+        uid_b, user_b, key, ops = _grant_row(uid, user, operations)
         if not ops:
             return
 
         def job(txn: lmdb.Transaction, dbs: _Tables) -> None:
-            key = _k(uid) + user_b
             current = txn.get(key, db=dbs.grants)
             if current is None:
                 return
