@@ -16,6 +16,23 @@ from kms_iface.errors import (
     SessionPoolTimeoutError,
     UnauthorizedError,
 )
+from kms_iface.hsm import (
+    HSM,
+    AesKeyMaterial,
+    CryptoAlgorithm,
+    EncryptedContent,
+    HsmKeyAlgorithm,
+    HsmKeypairAlgorithm,
+    HsmObject,
+    HsmObjectFilter,
+    KeyMaterial,
+    KeyMetadata,
+    KeyType,
+    RsaPrivateKeyMaterial,
+    RsaPublicKeyMaterial,
+    SigningAlgorithm,
+)
+from kms_iface.oracle import CryptoOracle, EncryptionOracle
 from kms_iface.pkcs11 import Mechanism, Module, Session, SessionPool
 from kms_iface.secrets import SecretBytes, wipe
 from kms_iface.stores.base import (
@@ -33,14 +50,27 @@ from kms_iface.stores.base import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "HSM",
+    "AesKeyMaterial",
     "AtomicOperation",
     "Create",
+    "CryptoAlgorithm",
+    "CryptoOracle",
     "DbError",
     "DecryptionError",
     "Delete",
+    "EncryptedContent",
+    "EncryptionOracle",
     "HsmError",
+    "HsmKeyAlgorithm",
+    "HsmKeypairAlgorithm",
+    "HsmObject",
+    "HsmObjectFilter",
     "InterfaceError",
     "InvalidRequestError",
+    "KeyMaterial",
+    "KeyMetadata",
+    "KeyType",
     "MalformedKmipError",
     "Mechanism",
     "Module",
@@ -49,10 +79,13 @@ __all__ = [
     "ObjectsStore",
     "PermissionsStore",
     "Pkcs11Error",
+    "RsaPrivateKeyMaterial",
+    "RsaPublicKeyMaterial",
     "SecretBytes",
     "Session",
     "SessionPool",
     "SessionPoolTimeoutError",
+    "SigningAlgorithm",
     "UnauthorizedError",
     "UpdateObject",
     "UpdateState",
