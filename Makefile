@@ -55,6 +55,7 @@ bench: build
 	$(PY) benches/run.py $(BENCH_ARGS)
 	$(PY) benches/store_bench.py $(STORE_BENCH_ARGS)
 	$(PY) benches/codec_bench.py $(CODEC_BENCH_ARGS)
+	$(PY) benches/hsm_bench.py $(HSM_BENCH_ARGS)
 
 clean:
 	rm -rf build $(EXT) kms_iface/_pkcs11.c .mypy_cache .ruff_cache .pytest_cache

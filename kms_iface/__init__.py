@@ -32,8 +32,10 @@ from kms_iface.hsm import (
     RsaPublicKeyMaterial,
     SigningAlgorithm,
 )
+from kms_iface.hsm_oracle import HsmEncryptionOracle
 from kms_iface.oracle import CryptoOracle, EncryptionOracle
 from kms_iface.pkcs11 import Mechanism, Module, Session, SessionPool
+from kms_iface.pkcs11_hsm import Pkcs11Hsm
 from kms_iface.secrets import SecretBytes, wipe
 from kms_iface.stores.base import (
     AtomicOperation,
@@ -61,6 +63,7 @@ __all__ = [
     "Delete",
     "EncryptedContent",
     "EncryptionOracle",
+    "HsmEncryptionOracle",
     "HsmError",
     "HsmKeyAlgorithm",
     "HsmKeypairAlgorithm",
@@ -79,6 +82,7 @@ __all__ = [
     "ObjectsStore",
     "PermissionsStore",
     "Pkcs11Error",
+    "Pkcs11Hsm",
     "RsaPrivateKeyMaterial",
     "RsaPublicKeyMaterial",
     "SecretBytes",
