@@ -1,4 +1,4 @@
-"""The store and codec benchmarks still run: a --quick pass of each prints its table."""
+"""The store, codec and HSM benchmarks still run: a --quick pass of each prints its table."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ BENCHES = Path(__file__).resolve().parent.parent / "benches"
     [
         ("store_bench.py", "| retrieve (get + decode) |"),
         ("codec_bench.py", "| round trip |"),
+        ("hsm_bench.py", "| warm lookup by id among 100 token keys"),
     ],
 )
 def test_quick_bench_prints_its_table(script: str, row: str) -> None:
