@@ -49,6 +49,7 @@ from kms_iface.errors import (
     SESSION_LOST_CODES,
     STALE_HANDLE_CODES,
     HsmError,
+    InterfaceError,
     InvalidRequestError,
     KeyHandleInvalidError,
     ObjectHandleInvalidError,
@@ -126,6 +127,30 @@ def _nbytes(data: Data) -> int:
     return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
+MAX_RANDOM_BYTES: Final = 1 << 20
+"""The most random bytes one ``generate_random`` call returns."""
+
+
+def _buffer(value: object, name: str) -> None:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidRequestError(f"{name} must be bytes-like, not {type(value).__name__}")
+
+
+def _optional_buffer(value: object, name: str) -> None:
+    if value is not None:
+        _buffer(value, name)
+
+
+def _member(value: object, kind: type, name: str) -> None:
+    if not isinstance(value, kind):
+        raise InvalidRequestError(f"{name} must be a {kind.__name__}, not {type(value).__name__}")
+
+
+def _date(value: object, name: str) -> None:
+    if value is not None and not isinstance(value, datetime.date):
+        raise InvalidRequestError(f"{name} must be a date or None, not {type(value).__name__}")
+
+
 def _copy_error(exc: BaseException) -> BaseException:
     """A copy of an error that several tasks will raise (each gets its own traceback)."""
     try:
@@ -181,7 +206,14 @@ class _Job:
 
 def _error_of(job: _Job) -> BaseException:
     value = job.value
-    return value if isinstance(value, BaseException) else HsmError("the operation failed")
+    if not isinstance(value, BaseException):
+        return HsmError("the operation failed")
+    if isinstance(value, (StopIteration, StopAsyncIteration)):
+        # A future refuses these; they can only come from a bug, so report one.
+        failure = InterfaceError(f"the operation failed unexpectedly: {type(value).__name__}")
+        failure.__cause__ = value
+        return failure
+    return value
 
 
 def _finish_asyncio(jobs: list[_Job]) -> None:
@@ -189,11 +221,15 @@ def _finish_asyncio(jobs: list[_Job]) -> None:
     for job in jobs:
         job.state = _DONE
         waiter = job.waiter
-        if not waiter.done():
+        if waiter.done():
+            continue
+        try:
             if job.ok:
                 waiter.set_result(job.value)
             else:
                 waiter.set_exception(_error_of(job))
+        except Exception as exc:  # never leave the other tasks of the batch unanswered
+            waiter.set_exception(InterfaceError(f"the operation failed: {type(exc).__name__}"))
 
 
 def _finish_trio(jobs: list[_Job]) -> None:
@@ -348,11 +384,17 @@ class _Dispatcher:
         self._queue.put(job)
         if self._closed and self.abandon(job):
             raise InvalidRequestError("the HSM is closed")  # ``stop`` raced with this put
-        if (
-            not self._idle
-            and self._workers < self.max_workers
-            and (not self._workers or job.cost >= PARALLEL_BYTES or self.job_seconds >= SLOW_JOB)
-        ):
+        # Decided under the lock that _retire takes: a worker retiring after its last look at the
+        # queue is either counted out here (and a new one starts) or sees this job and stays.
+        with self._lock:
+            needed = (
+                not self._idle
+                and self._workers < self.max_workers
+                and (
+                    not self._workers or job.cost >= PARALLEL_BYTES or self.job_seconds >= SLOW_JOB
+                )
+            )
+        if needed:
             self._spawn()
 
     def abandon(self, job: _Job) -> bool:
@@ -411,8 +453,10 @@ class _Dispatcher:
                 leader.release()
                 self._retire(idle=False)
                 return False
-            batch = self._take(first)
-            leader.release()
+            try:
+                batch = self._take(first)
+            finally:
+                leader.release()
             with lock:
                 claimed = [job for job in batch if job.state == _PENDING]
                 for job in claimed:
@@ -535,8 +579,8 @@ async def _wait_done(job: _Job, loop: asyncio.AbstractEventLoop) -> None:
     with anyio.CancelScope(shield=True):
         while job.state != _DONE:
             waiter = job.waiter = loop.create_future()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await waiter  # the job's own error is not what a cancelled task raises
 
 
 # -- one slot ---------------------------------------------------------------------------------
@@ -930,6 +974,8 @@ class Pkcs11Hsm(HSM):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _slot(self, slot_id: int) -> _Slot:
+        if type(slot_id) is not int:
+            raise InvalidRequestError(f"a slot id must be an int, not {type(slot_id).__name__}")
         state = self._slots.get(slot_id)
         if state is not None:
             return state
@@ -1006,6 +1052,8 @@ class Pkcs11Hsm(HSM):
     ) -> None:
         if algorithm is not HsmKeyAlgorithm.AES:
             raise InvalidRequestError(f"unsupported key algorithm: {algorithm!r}")
+        _member(key_length_in_bits, int, "key_length_in_bits")
+        _member(sensitive, bool, "sensitive")
         keys.check_aes_bits(key_length_in_bits)
         state = self._slot(slot_id)
         key_id = keys.key_id_bytes(id)
@@ -1024,6 +1072,8 @@ class Pkcs11Hsm(HSM):
     ) -> None:
         if algorithm is not HsmKeypairAlgorithm.RSA:
             raise InvalidRequestError(f"unsupported key pair algorithm: {algorithm!r}")
+        _member(key_length_in_bits, int, "key_length_in_bits")
+        _member(sensitive, bool, "sensitive")
         keys.check_rsa_bits(key_length_in_bits)
         state = self._slot(slot_id)
         sk, pk = keys.key_id_bytes(sk_id), keys.key_id_bytes(pk_id)
@@ -1041,6 +1091,7 @@ class Pkcs11Hsm(HSM):
 
     async def find(self, slot_id: int, object_filter: HsmObjectFilter) -> list[bytes]:
         state = self._slot(slot_id)
+        _member(object_filter, HsmObjectFilter, "object_filter")
         return await self._run(state, state.find, object_filter)
 
     async def encrypt(
@@ -1052,8 +1103,11 @@ class Pkcs11Hsm(HSM):
         *,
         aad: bytes | None = None,
     ) -> EncryptedContent:
-        state = self._slots.get(slot_id) or self._slot(slot_id)
+        state = self._slot(slot_id)
         key = key_id if type(key_id) is bytes else keys.key_id_bytes(key_id)
+        _member(algorithm, CryptoAlgorithm, "algorithm")
+        _buffer(data, "data")
+        _optional_buffer(aad, "aad")
         cost = len(data) if type(data) is not memoryview else data.nbytes
         result: EncryptedContent = await state.dispatcher.run(
             state.encrypt, (key, algorithm, data, aad), cost
@@ -1069,8 +1123,11 @@ class Pkcs11Hsm(HSM):
         *,
         aad: bytes | None = None,
     ) -> SecretBytes:
-        state = self._slots.get(slot_id) or self._slot(slot_id)
+        state = self._slot(slot_id)
         key = key_id if type(key_id) is bytes else keys.key_id_bytes(key_id)
+        _member(algorithm, CryptoAlgorithm, "algorithm")
+        _buffer(data, "data")
+        _optional_buffer(aad, "aad")
         cost = len(data) if type(data) is not memoryview else data.nbytes
         result: SecretBytes = await state.dispatcher.run(
             state.decrypt, (key, algorithm, data, aad), cost
@@ -1094,6 +1151,8 @@ class Pkcs11Hsm(HSM):
     ) -> bytes:
         state = self._slot(slot_id)
         key = keys.key_id_bytes(key_id)
+        _member(algorithm, SigningAlgorithm, "algorithm")
+        _buffer(data, "data")
         return await self._run(state, state.sign, key, algorithm, data, cost=_nbytes(data))
 
     async def verify(
@@ -1106,18 +1165,24 @@ class Pkcs11Hsm(HSM):
     ) -> bool:
         state = self._slot(slot_id)
         key = keys.key_id_bytes(key_id)
+        _member(algorithm, SigningAlgorithm, "algorithm")
+        _buffer(data, "data")
+        _buffer(signature, "signature")
         return await self._run(
             state, state.verify, key, algorithm, data, signature, cost=_nbytes(data)
         )
 
     async def generate_random(self, slot_id: int, length: int) -> bytes:
-        if length < 0:
-            raise InvalidRequestError(f"random length must not be negative, got {length}")
+        if type(length) is not int or not 0 <= length <= MAX_RANDOM_BYTES:
+            raise InvalidRequestError(
+                f"a random length must be an int from 0 to {MAX_RANDOM_BYTES}, got {length!r}"
+            )
         state = self._slot(slot_id)
         return await self._run(state, Session.generate_random, length, cost=length)
 
     async def seed_random(self, slot_id: int, seed: Data) -> None:
         state = self._slot(slot_id)
+        _buffer(seed, "seed")
         if _nbytes(seed) == 0:
             return
         await self._run(state, Session.seed_random, seed, cost=_nbytes(seed))
@@ -1131,8 +1196,12 @@ class Pkcs11Hsm(HSM):
     ) -> None:
         state = self._slot(slot_id)
         key = keys.key_id_bytes(key_id)
+        _date(start_date, "start_date")
+        _date(end_date, "end_date")
         await self._run(state, state.set_key_dates, key, start_date, end_date)
 
     async def set_key_label(self, slot_id: int, key_id: KeyId, label: str) -> None:
         state = self._slot(slot_id)
+        _member(label, str, "label")
+        keys.key_id_bytes(label)  # a label must be usable as an id: non-empty, valid text
         await self._run(state, state.set_key_label, keys.key_id_bytes(key_id), label)

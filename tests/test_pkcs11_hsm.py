@@ -648,3 +648,77 @@ async def test_slow_jobs_spread_over_workers(hsm: Pkcs11Hsm, slot: int) -> None:
     elapsed = time.perf_counter() - started
     assert state.dispatcher.workers >= 2
     assert elapsed < 32 * 0.005 * 0.75  # one after the other would take 0.16 s
+
+
+# -- review regressions -------------------------------------------------------------------------
+
+
+async def test_pk_fallback_only_reaches_an_rsa_public_key(hsm: Pkcs11Hsm, slot: int) -> None:
+    key_id = await aes_key(hsm, slot)
+    # "<id>_pk" does not exist: the fallback must not reach the AES key "<id>".
+    assert await hsm.export(slot, key_id + "_pk") is None
+    with pytest.raises(InvalidRequestError, match="Object not found"):
+        await hsm.delete(slot, key_id + "_pk")
+    assert await hsm.get_key_type(slot, key_id) == KeyType.AES_KEY
+    sk = unique("rsa")
+    await hsm.create_keypair(slot, sk, sk, HsmKeypairAlgorithm.RSA, 2048, False)
+    # A public key stored under the private key's id is found through "<id>_pk".
+    assert await hsm.get_key_type(slot, sk + "_pk") == KeyType.RSA_PUBLIC_KEY
+    await hsm.delete(slot, sk + "_pk")
+    assert await hsm.get_key_type(slot, sk) == KeyType.RSA_PRIVATE_KEY
+    with pytest.raises(InvalidRequestError, match="Object not found"):
+        await hsm.delete(slot, sk + "_pk")  # a second delete must not take the private key
+    assert await hsm.get_key_type(slot, sk) == KeyType.RSA_PRIVATE_KEY
+
+
+BAD_CALLS = [
+    ("encrypt data None", lambda h, s, k: h.encrypt(s, k, GCM, None)),
+    ("encrypt data str", lambda h, s, k: h.encrypt(s, k, GCM, "text")),
+    ("encrypt aad str", lambda h, s, k: h.encrypt(s, k, GCM, b"x", aad="a")),
+    ("encrypt algorithm str", lambda h, s, k: h.encrypt(s, k, "AES_GCM", b"x")),
+    ("decrypt data int", lambda h, s, k: h.decrypt(s, k, GCM, 5)),
+    ("key id int", lambda h, s, k: h.get_key_type(s, 5)),
+    ("key id None", lambda h, s, k: h.export(s, None)),
+    ("key id empty", lambda h, s, k: h.create_key(s, "", HsmKeyAlgorithm.AES, 256, False)),
+    ("key id surrogate", lambda h, s, k: h.get_key_type(s, "\ud800")),
+    ("slot list", lambda h, s, k: h.get_key_type([s], k)),
+    ("slot str", lambda h, s, k: h.find(str(s), HsmObjectFilter.ANY)),
+    ("filter str", lambda h, s, k: h.find(s, "ANY")),
+    ("random None", lambda h, s, k: h.generate_random(s, None)),
+    ("random float", lambda h, s, k: h.generate_random(s, 1.5)),
+    ("random huge", lambda h, s, k: h.generate_random(s, 2**40)),
+    ("random negative", lambda h, s, k: h.generate_random(s, -1)),
+    ("seed str", lambda h, s, k: h.seed_random(s, "seed")),
+    ("dates str", lambda h, s, k: h.set_key_dates(s, k, "2024-01-01", None)),
+    ("label None", lambda h, s, k: h.set_key_label(s, k, None)),
+    ("sign data None", lambda h, s, k: h.sign(s, k, SigningAlgorithm.SHA256_WITH_RSA, None)),
+    ("bits str", lambda h, s, k: h.create_key(s, "x", HsmKeyAlgorithm.AES, "256", False)),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), BAD_CALLS, ids=[name for name, _ in BAD_CALLS])
+async def test_bad_arguments_raise_invalid_request(
+    hsm: Pkcs11Hsm, slot: int, name: str, call: object
+) -> None:
+    key_id = await aes_key(hsm, slot)
+    with pytest.raises(InvalidRequestError):
+        await call(hsm, slot, key_id)  # type: ignore[operator]
+    assert await hsm.get_key_type(slot, key_id) == KeyType.AES_KEY
+
+
+def test_cancelled_task_raises_its_cancellation_not_the_jobs_error(
+    token: SoftHsmToken, slot: int
+) -> None:
+    async def main() -> None:
+        async with Pkcs11Hsm(token.module, {slot: token.user_pin}, pool_size=2) as hsm:
+            key_id = unique("aes")
+            await hsm.create_key(slot, key_id, HsmKeyAlgorithm.AES, 256, False)
+            bad = os.urandom(12 + (8 << 20) + 16)  # a long decrypt that fails its tag check
+            for _ in range(5):
+                task = asyncio.ensure_future(hsm.decrypt(slot, key_id, GCM, bad))
+                await asyncio.sleep(0.01)  # the job is running in a worker by now
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+    asyncio.run(main())

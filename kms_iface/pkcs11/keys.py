@@ -98,12 +98,28 @@ _EMPTY_DATES: Final = (b"", b"\0" * 8, b"0" * 8)
 
 # -- ids -------------------------------------------------------------------------------------
 
+MAX_ID_BYTES: Final = 1024
+
 
 def key_id_bytes(key_id: KeyId) -> bytes:
-    """An id as the token stores it: ``str`` ids as UTF-8 (lone surrogates kept as bytes)."""
+    """An id as the token stores it: ``str`` ids as UTF-8 (lone surrogates kept as bytes).
+
+    Ids are non-empty text or bytes; anything else raises ``InvalidRequestError``.
+    """
     if isinstance(key_id, str):
-        return key_id.encode("utf-8", "surrogateescape")
-    return key_id if type(key_id) is bytes else bytes(key_id)
+        try:
+            raw = key_id.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise InvalidRequestError("a key id must be valid Unicode text") from None
+    elif isinstance(key_id, (bytes, bytearray, memoryview)):
+        raw = bytes(key_id)
+    else:
+        raise InvalidRequestError(f"a key id must be str or bytes, not {type(key_id).__name__}")
+    if not raw:
+        raise InvalidRequestError("a key id cannot be empty")
+    if len(raw) > MAX_ID_BYTES:
+        raise InvalidRequestError(f"a key id is longer than {MAX_ID_BYTES} bytes")
+    return raw
 
 
 def id_text(raw: bytes) -> str:
@@ -246,11 +262,20 @@ def find_key(
     """
     handles = _by_id_or_label(session, key_id, batch)
     if not handles and key_id.endswith(b"_pk"):
+        # The public half of a pair whose public key carries the private key's id: only an RSA
+        # public key qualifies, so that "<id>_pk" never reaches the AES or private key "<id>".
+        if want not in (None, KeyType.RSA_PUBLIC_KEY):
+            return None
         trimmed = key_id[:-3]
         if trimmed.endswith(b" "):
             trimmed = trimmed[:-1]
-        if trimmed:
-            handles = _by_id_or_label(session, trimmed, batch)
+        if not trimmed:
+            return None
+        candidates = _by_id_or_label(session, trimmed, batch)
+        publics = [h for h in candidates if get_key_type(session, h) is KeyType.RSA_PUBLIC_KEY]
+        if len(publics) > 1:
+            raise _multiple(key_id, True)
+        return publics[0] if publics else None
     if not handles:
         return None
     if want is None and len(handles) == 1:
