@@ -41,6 +41,7 @@ __all__ = [
     "KeyMetadata",
     "KeyType",
     "LabelMetadata",
+    "MacCapable",
     "RsaPrivateKeyMaterial",
     "RsaPublicKeyMaterial",
     "SigningAlgorithm",
@@ -433,3 +434,36 @@ class HSM(abc.ABC):
     @abc.abstractmethod
     async def set_key_label(self, slot_id: int, key_id: KeyId, label: str) -> None:
         """Set CKA_LABEL."""
+
+
+class MacCapable(abc.ABC):
+    """An optional capability of an ``HSM``: HMAC with a secret key kept on the token.
+
+    ``algorithm`` is one of ``CryptographicAlgorithm.HMACSHA1`` / ``HMACSHA224`` /
+    ``HMACSHA256`` / ``HMACSHA384`` / ``HMACSHA512`` (others raise ``NotSupportedError``). HMAC
+    keys are not part of the HSM contract's key types: ``find`` skips them and ``get_key_type``
+    gives None for them. A missing key raises ``InvalidRequestError("Object not found")``; a key
+    that is not an HMAC key raises ``NotSupportedError``.
+    """
+
+    @abc.abstractmethod
+    async def mac(
+        self,
+        slot_id: int,
+        key_id: KeyId,
+        algorithm: CryptographicAlgorithm,
+        data: bytes | bytearray | memoryview,
+    ) -> bytes:
+        """The HMAC of ``data`` under the key ``key_id``."""
+
+    @abc.abstractmethod
+    async def mac_verify(
+        self,
+        slot_id: int,
+        key_id: KeyId,
+        algorithm: CryptographicAlgorithm,
+        data: bytes | bytearray | memoryview,
+        mac: bytes | bytearray | memoryview,
+    ) -> bool:
+        """Whether ``mac`` is the HMAC of ``data`` under the key ``key_id`` (a wrong or
+        truncated ``mac`` gives False)."""

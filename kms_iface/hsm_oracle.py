@@ -11,23 +11,29 @@ that leave default calls byte-compatible:
   RSA, and an RSA public key is refused for decryption even with an explicit algorithm (Cosmian
   checks the key type only when it picks the algorithm itself).
 
-``mac`` and ``mac_verify`` raise ``NotSupportedError``: the HSM contract has no HMAC operation.
+``mac`` and ``mac_verify`` work when the HSM is ``MacCapable`` (``Pkcs11Hsm`` is) and the token
+has an HMAC key and mechanism: the algorithm is the parameters' HMAC algorithm (default
+HMACSHA256); a missing key is an ``InvalidRequestError``; a key that is not an HMAC key, an
+algorithm that is not HMAC-SHA*, a token without the mechanism or an HSM that is not
+``MacCapable`` raise ``NotSupportedError``.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from kms_iface.errors import InvalidRequestError, NotSupportedError
+from kms_iface.errors import InvalidRequestError, MechanismInvalidError, NotSupportedError
 from kms_iface.hsm import (
     HSM,
     CryptoAlgorithm,
     EncryptedContent,
     KeyMetadata,
     KeyType,
+    MacCapable,
     SigningAlgorithm,
 )
 from kms_iface.kmip.attributes import CryptographicParameters
+from kms_iface.kmip.enums import CryptographicAlgorithm
 from kms_iface.oracle import CryptoOracle, Data
 from kms_iface.secrets import SecretBytes
 
@@ -203,8 +209,19 @@ class HsmEncryptionOracle(CryptoOracle):
     async def mac(
         self, uid: str, data: Data, cryptographic_parameters: CryptographicParameters | None = None
     ) -> bytes:
-        """Not supported: the HSM contract has no MAC operation."""
-        raise NotSupportedError("MAC is not supported by the HSM oracle")
+        """The HMAC of ``data`` under the HMAC key ``uid`` (default HMACSHA256); an HSM that is
+        not ``MacCapable`` raises ``NotSupportedError``."""
+        hsm = self._hsm
+        if not isinstance(hsm, MacCapable):
+            raise NotSupportedError("MAC is not supported by the HSM oracle")
+        slot, key_id = self.parse_uid(uid)
+        algorithm = _mac_algorithm(cryptographic_parameters)
+        try:
+            return await hsm.mac(slot, key_id, algorithm, data)
+        except MechanismInvalidError:
+            raise NotSupportedError(
+                f"MAC: the HSM does not support {algorithm.name} (no such mechanism)"
+            ) from None
 
     async def mac_verify(
         self,
@@ -213,14 +230,31 @@ class HsmEncryptionOracle(CryptoOracle):
         mac: Data,
         cryptographic_parameters: CryptographicParameters | None = None,
     ) -> bool:
-        """Not supported: the HSM contract has no MAC operation."""
-        raise NotSupportedError("MAC verification is not supported by the HSM oracle")
+        """Whether ``mac`` is the HMAC of ``data`` under the HMAC key ``uid`` (as ``mac``)."""
+        hsm = self._hsm
+        if not isinstance(hsm, MacCapable):
+            raise NotSupportedError("MAC verification is not supported by the HSM oracle")
+        slot, key_id = self.parse_uid(uid)
+        algorithm = _mac_algorithm(cryptographic_parameters)
+        try:
+            return await hsm.mac_verify(slot, key_id, algorithm, data, mac)
+        except MechanismInvalidError:
+            raise NotSupportedError(
+                f"MAC verification: the HSM does not support {algorithm.name} (no such mechanism)"
+            ) from None
 
     async def _default_algorithm(self, slot: int, key_type: KeyType) -> CryptoAlgorithm:
         supported = await self._hsm.get_supported_algorithms(slot)
         if key_type is KeyType.AES_KEY:
             return CryptoAlgorithm.get_aes_algorithm(supported)
         return CryptoAlgorithm.get_rsa_algorithm(supported)
+
+
+def _mac_algorithm(parameters: CryptographicParameters | None) -> CryptographicAlgorithm:
+    """The HMAC algorithm the parameters name (HMACSHA256 when they name none)."""
+    if parameters is None or parameters.cryptographic_algorithm is None:
+        return CryptographicAlgorithm.HMACSHA256
+    return parameters.cryptographic_algorithm
 
 
 def _check_aad(algorithm: CryptoAlgorithm, aad: bytes | None) -> bytes | None:

@@ -65,8 +65,10 @@ from kms_iface.hsm import (
     KeyId,
     KeyMetadata,
     KeyType,
+    MacCapable,
     SigningAlgorithm,
 )
+from kms_iface.kmip.enums import CryptographicAlgorithm
 from kms_iface.pkcs11 import constants as ck
 from kms_iface.pkcs11 import hsm_ops, keys
 from kms_iface.pkcs11.module import Module
@@ -114,6 +116,7 @@ _PUBLIC: Final = "pk"
 _PRIVATE_DECRYPT: Final = "sk-decrypt"
 _PRIVATE_SIGN: Final = "sk-sign"
 _VERIFY: Final = "verify"  # the public key, ``<id>_pk`` tried first
+_HMAC: Final = "hmac"  # a secret key of type CKK_GENERIC_SECRET or CKK_SHA*_HMAC
 _WANTS: Final[dict[str, tuple[KeyType | None, str]]] = {
     _ANY: (None, ""),
     _AES_KEY: (KeyType.AES_KEY, "encrypt or decrypt with AES"),
@@ -694,6 +697,8 @@ class _Slot:
             return handle
         if want == _VERIFY:
             handle = self._find_verify_key(session, key_id)
+        elif want == _HMAC:
+            handle = keys.find_hmac_key(session, key_id, batch=self.batch)
         else:
             wanted, purpose = _WANTS[want]
             handle = keys.find_key(session, key_id, wanted, batch=self.batch, purpose=purpose)
@@ -774,6 +779,30 @@ class _Slot:
             return None
         return self._cache.get((key_id, want))
 
+    def _crypt(
+        self,
+        fn: Callable[..., T],
+        session: Session,
+        key_id: bytes,
+        want: str,
+        algorithm: CryptoAlgorithm,
+        data: Data,
+        aad: bytes | None,
+    ) -> T:
+        """``fn`` (``hsm_ops.encrypt``/``decrypt``) on the key: the warm path calls it directly."""
+        handle = self._cached(key_id, want)
+        if handle is not None:
+            try:
+                return fn(session, handle, algorithm, data, aad=aad, cbc_limit=self.cbc_limit)
+            except _STALE:
+                if self._login_lost(session):
+                    raise
+                self.evict_handle(handle)
+        op = functools.partial(
+            fn, algorithm=algorithm, data=data, aad=aad, cbc_limit=self.cbc_limit
+        )
+        return self.keyed(session, key_id, want, op)
+
     def encrypt(
         self,
         session: Session,
@@ -783,20 +812,7 @@ class _Slot:
         aad: bytes | None,
     ) -> EncryptedContent:
         want = _AES_KEY if algorithm is _GCM or algorithm is _CBC else _PUBLIC
-        handle = self._cached(key_id, want)
-        if handle is not None:
-            try:
-                return hsm_ops.encrypt(
-                    session, handle, algorithm, data, aad=aad, cbc_limit=self.cbc_limit
-                )
-            except _STALE:
-                if self._login_lost(session):
-                    raise
-                self.evict_handle(handle)
-        op = functools.partial(
-            hsm_ops.encrypt, algorithm=algorithm, data=data, aad=aad, cbc_limit=self.cbc_limit
-        )
-        return self.keyed(session, key_id, want, op)
+        return self._crypt(hsm_ops.encrypt, session, key_id, want, algorithm, data, aad)
 
     def decrypt(
         self,
@@ -807,20 +823,7 @@ class _Slot:
         aad: bytes | None,
     ) -> SecretBytes:
         want = _AES_KEY if algorithm is _GCM or algorithm is _CBC else _PRIVATE_DECRYPT
-        handle = self._cached(key_id, want)
-        if handle is not None:
-            try:
-                return hsm_ops.decrypt(
-                    session, handle, algorithm, data, aad=aad, cbc_limit=self.cbc_limit
-                )
-            except _STALE:
-                if self._login_lost(session):
-                    raise
-                self.evict_handle(handle)
-        op = functools.partial(
-            hsm_ops.decrypt, algorithm=algorithm, data=data, aad=aad, cbc_limit=self.cbc_limit
-        )
-        return self.keyed(session, key_id, want, op)
+        return self._crypt(hsm_ops.decrypt, session, key_id, want, algorithm, data, aad)
 
     def sign(
         self, session: Session, key_id: bytes, algorithm: SigningAlgorithm, data: Data
@@ -838,6 +841,23 @@ class _Slot:
     ) -> bool:
         op = functools.partial(hsm_ops.verify, algorithm=algorithm, data=data, signature=signature)
         return self.keyed(session, key_id, _VERIFY, op)
+
+    def mac(
+        self, session: Session, key_id: bytes, algorithm: CryptographicAlgorithm, data: Data
+    ) -> bytes:
+        op = functools.partial(hsm_ops.mac, algorithm=algorithm, data=data)
+        return self.keyed(session, key_id, _HMAC, op)
+
+    def mac_verify(
+        self,
+        session: Session,
+        key_id: bytes,
+        algorithm: CryptographicAlgorithm,
+        data: Data,
+        mac: Data,
+    ) -> bool:
+        op = functools.partial(hsm_ops.mac_verify, algorithm=algorithm, data=data, mac=mac)
+        return self.keyed(session, key_id, _HMAC, op)
 
     def create_key(self, session: Session, key_id: bytes, bits: int, sensitive: bool) -> None:
         with self._create_lock:
@@ -923,7 +943,7 @@ def _pin(password: str | bytes | SecretBytes | None) -> SecretBytes | None:
     return SecretBytes(password.encode() if isinstance(password, str) else password)
 
 
-class Pkcs11Hsm(HSM):
+class Pkcs11Hsm(HSM, MacCapable):
     """An HSM reached through a PKCS#11 module, by slot.
 
     ``passwords`` maps each usable slot to its user PIN (``None``: no login, public objects
@@ -931,6 +951,10 @@ class Pkcs11Hsm(HSM):
     vendor profile (find batch size, CBC size limit); ``pool_size`` bounds the sessions (and
     worker threads) per slot, by default the token's limit capped at 16. The constructor only
     loads the module; each slot logs in on first use.
+
+    It is ``MacCapable``: ``mac`` / ``mac_verify`` run HMAC-SHA* with a token secret key of type
+    CKK_GENERIC_SECRET or CKK_SHA*_HMAC (such keys stay invisible to ``find`` and
+    ``get_key_type``); an id naming only keys of other types raises ``NotSupportedError``.
     """
 
     def __init__(
@@ -1170,6 +1194,38 @@ class Pkcs11Hsm(HSM):
         _buffer(signature, "signature")
         return await self._run(
             state, state.verify, key, algorithm, data, signature, cost=_nbytes(data)
+        )
+
+    async def mac(
+        self,
+        slot_id: int,
+        key_id: KeyId,
+        algorithm: CryptographicAlgorithm,
+        data: Data,
+    ) -> bytes:
+        state = self._slot(slot_id)
+        key = keys.key_id_bytes(key_id)
+        _member(algorithm, CryptographicAlgorithm, "algorithm")
+        hsm_ops.hmac_mechanism(algorithm)  # an algorithm that is no HMAC fails before any hop
+        _buffer(data, "data")
+        return await self._run(state, state.mac, key, algorithm, data, cost=_nbytes(data))
+
+    async def mac_verify(
+        self,
+        slot_id: int,
+        key_id: KeyId,
+        algorithm: CryptographicAlgorithm,
+        data: Data,
+        mac: Data,
+    ) -> bool:
+        state = self._slot(slot_id)
+        key = keys.key_id_bytes(key_id)
+        _member(algorithm, CryptographicAlgorithm, "algorithm")
+        hsm_ops.hmac_mechanism(algorithm)
+        _buffer(data, "data")
+        _buffer(mac, "mac")
+        return await self._run(
+            state, state.mac_verify, key, algorithm, data, mac, cost=_nbytes(data)
         )
 
     async def generate_random(self, slot_id: int, length: int) -> bytes:

@@ -47,6 +47,11 @@ Signatures: ``RSA_PKCS_V15`` is ``CKM_RSA_PKCS`` over data the caller hashed (an
 encoded); ``SHA*_WITH_RSA`` are ``CKM_SHA*_RSA_PKCS``; ``SHA*_WITH_RSA_PSS`` are
 ``CKM_SHA*_RSA_PKCS_PSS`` with MGF1 of the same hash and a salt as long as the hash.
 
+MACs: ``HMACSHA1`` / ``HMACSHA224`` / ``HMACSHA256`` / ``HMACSHA384`` / ``HMACSHA512`` (KMIP's
+``CryptographicAlgorithm``) are ``CKM_SHA_1_HMAC`` / ``CKM_SHA224_HMAC`` / ``CKM_SHA256_HMAC`` /
+``CKM_SHA384_HMAC`` / ``CKM_SHA512_HMAC`` through ``C_Sign`` / ``C_Verify``, full-length MACs;
+other algorithms raise ``NotSupportedError``.
+
 Decrypted plaintexts come back as ``SecretBytes``; no message ever quotes data, only lengths.
 """
 
@@ -64,8 +69,10 @@ from kms_iface.errors import (
     InvalidRequestError,
     MechanismInvalidError,
     MechanismParamInvalidError,
+    NotSupportedError,
 )
 from kms_iface.hsm import CryptoAlgorithm, EncryptedContent, SigningAlgorithm
+from kms_iface.kmip.enums import CryptographicAlgorithm
 from kms_iface.pkcs11 import constants as ck
 from kms_iface.pkcs11.templates import rsa_key_pair_templates
 
@@ -79,6 +86,9 @@ __all__ = [
     "algorithms_from_mechanisms",
     "decrypt",
     "encrypt",
+    "hmac_mechanism",
+    "mac",
+    "mac_verify",
     "probe_oaep_hashes",
     "rsa_max_input",
     "sign",
@@ -127,6 +137,13 @@ _PSS_SIGN: Final[dict[SigningAlgorithm, tuple[int, int, int, int]]] = {
         ck.CKG_MGF1_SHA512,
         64,
     ),
+}
+_HMAC: Final[dict[CryptographicAlgorithm, int]] = {
+    CryptographicAlgorithm.HMACSHA1: ck.CKM_SHA_1_HMAC,
+    CryptographicAlgorithm.HMACSHA224: ck.CKM_SHA224_HMAC,
+    CryptographicAlgorithm.HMACSHA256: ck.CKM_SHA256_HMAC,
+    CryptographicAlgorithm.HMACSHA384: ck.CKM_SHA384_HMAC,
+    CryptographicAlgorithm.HMACSHA512: ck.CKM_SHA512_HMAC,
 }
 # The codes with which a token refuses an OAEP hash (SoftHSM2 2.6: ARGUMENTS_BAD for SHA-256).
 _OAEP_REFUSED: Final = (ArgumentsBadError, MechanismParamInvalidError, MechanismInvalidError)
@@ -367,6 +384,28 @@ def verify(
     return session.verify(
         _signing_mechanism(algorithm), key, _byte_view(data), _byte_view(signature)
     )
+
+
+def hmac_mechanism(algorithm: CryptographicAlgorithm) -> int:
+    """The CKM_*_HMAC mechanism of a KMIP HMAC algorithm; others raise ``NotSupportedError``."""
+    mechanism = _HMAC.get(algorithm)
+    if mechanism is None:
+        name = algorithm.name if isinstance(algorithm, CryptographicAlgorithm) else repr(algorithm)
+        raise NotSupportedError(f"MAC algorithm {name} is not supported")
+    return mechanism
+
+
+def mac(session: Session, key: int, algorithm: CryptographicAlgorithm, data: Buffer) -> bytes:
+    """The HMAC of ``data`` under the secret ``key`` (``C_Sign``; the full-length MAC)."""
+    return session.sign(hmac_mechanism(algorithm), key, _byte_view(data))
+
+
+def mac_verify(
+    session: Session, key: int, algorithm: CryptographicAlgorithm, data: Buffer, mac: Buffer
+) -> bool:
+    """True if ``mac`` is the HMAC of ``data`` under ``key`` (``C_Verify``); False for a wrong
+    or wrong-length MAC (CKR_SIGNATURE_INVALID or CKR_SIGNATURE_LEN_RANGE); other errors raise."""
+    return session.verify(hmac_mechanism(algorithm), key, _byte_view(data), _byte_view(mac))
 
 
 def rsa_max_input(algorithm: CryptoAlgorithm, modulus_bits: int) -> int:

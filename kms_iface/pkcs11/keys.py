@@ -53,12 +53,14 @@ __all__ = [
     "create_rsa_key_pair",
     "export",
     "find",
+    "find_hmac_key",
     "find_key",
     "format_ck_date",
     "get_key_dates",
     "get_key_metadata",
     "get_key_type",
     "id_text",
+    "is_hmac_key",
     "key_id_bytes",
     "parse_ck_date",
     "read_id",
@@ -93,6 +95,17 @@ _KIND: Final = {
     KeyType.RSA_PUBLIC_KEY: "an RSA public key",
     None: "of a key type this HSM interface does not handle",
 }
+# Secret key types that HMAC mechanisms take (CKK_GENERIC_SECRET and the CKK_SHA*_HMAC types).
+_HMAC_KEY_TYPES: Final = frozenset(
+    {
+        ck.CKK_GENERIC_SECRET,
+        ck.CKK_SHA_1_HMAC,
+        ck.CKK_SHA224_HMAC,
+        ck.CKK_SHA256_HMAC,
+        ck.CKK_SHA384_HMAC,
+        ck.CKK_SHA512_HMAC,
+    }
+)
 _EMPTY_DATES: Final = (b"", b"\0" * 8, b"0" * 8)
 
 
@@ -137,6 +150,13 @@ def classify(object_class: AttributeValue, key_type: AttributeValue) -> KeyType 
         if object_class == ck.CKO_PUBLIC_KEY:
             return KeyType.RSA_PUBLIC_KEY
     return None
+
+
+def is_hmac_key(object_class: AttributeValue, key_type: AttributeValue) -> bool:
+    """Whether a CKA_CLASS / CKA_KEY_TYPE pair is an HMAC key: a secret key of type
+    CKK_GENERIC_SECRET or CKK_SHA*_HMAC. Such keys have no ``KeyType``: ``classify`` gives None,
+    so ``find`` skips them and ``get_key_type`` reports None, as for any unhandled type."""
+    return object_class == ck.CKO_SECRET_KEY and key_type in _HMAC_KEY_TYPES
 
 
 def get_key_type(session: Session, handle: int) -> KeyType | None:
@@ -302,6 +322,34 @@ def find_key(
     if want is None:
         return handles[0]
     raise wrong_key_type(key_id, found, want, purpose)
+
+
+def find_hmac_key(session: Session, key_id: bytes, *, batch: int = 32) -> int | None:
+    """The handle of the HMAC key ``key_id`` (CKA_ID first, then CKA_LABEL), or None.
+
+    Among several objects with the id, the one HMAC key is chosen (two raise ``HsmError``); an
+    id that only names keys of other types (AES, RSA...) raises ``NotSupportedError``: MAC needs
+    an HMAC key, which the token does not have under that id.
+    """
+    handles = _by_id_or_label(session, key_id, batch)
+    if not handles:
+        return None
+    chosen: int | None = None
+    found: KeyType | None = None
+    for handle in handles:
+        object_class, key_type = session.get_attributes(handle, _CLASS_AND_TYPE)
+        if is_hmac_key(object_class, key_type):
+            if chosen is not None:
+                raise _multiple(key_id, False)
+            chosen = handle
+        elif found is None:
+            found = classify(object_class, key_type)
+    if chosen is None:
+        raise NotSupportedError(
+            f"The key '{key_id.decode('utf-8', 'replace')}' is {_KIND[found]}, which cannot "
+            "be used to compute a MAC: that needs an HMAC (generic secret) key"
+        )
+    return chosen
 
 
 def require_key(
