@@ -1028,6 +1028,26 @@ class Pkcs11Hsm(HSM, MacCapable):
         result: T = await state.dispatcher.run(method, args, cost, idempotent)
         return result
 
+    async def _cipher(
+        self,
+        operation: str,
+        slot_id: int,
+        key_id: KeyId,
+        algorithm: CryptoAlgorithm,
+        data: Data,
+        aad: bytes | None,
+    ) -> Any:
+        """``encrypt`` or ``decrypt`` (the hot path: checks, then straight to the dispatcher)."""
+        state = self._slot(slot_id)
+        key = key_id if type(key_id) is bytes else keys.key_id_bytes(key_id)
+        _member(algorithm, CryptoAlgorithm, "algorithm")
+        _buffer(data, "data")
+        _optional_buffer(aad, "aad")
+        cost = len(data) if type(data) is not memoryview else data.nbytes
+        return await state.dispatcher.run(
+            getattr(state, operation), (key, algorithm, data, aad), cost
+        )
+
     def slot_state(self, slot_id: int) -> _Slot:
         """The slot's internals (pool, handle cache); for tests and benchmarks."""
         return self._slot(slot_id)
@@ -1127,14 +1147,8 @@ class Pkcs11Hsm(HSM, MacCapable):
         *,
         aad: bytes | None = None,
     ) -> EncryptedContent:
-        state = self._slot(slot_id)
-        key = key_id if type(key_id) is bytes else keys.key_id_bytes(key_id)
-        _member(algorithm, CryptoAlgorithm, "algorithm")
-        _buffer(data, "data")
-        _optional_buffer(aad, "aad")
-        cost = len(data) if type(data) is not memoryview else data.nbytes
-        result: EncryptedContent = await state.dispatcher.run(
-            state.encrypt, (key, algorithm, data, aad), cost
+        result: EncryptedContent = await self._cipher(
+            "encrypt", slot_id, key_id, algorithm, data, aad
         )
         return result
 
@@ -1147,15 +1161,7 @@ class Pkcs11Hsm(HSM, MacCapable):
         *,
         aad: bytes | None = None,
     ) -> SecretBytes:
-        state = self._slot(slot_id)
-        key = key_id if type(key_id) is bytes else keys.key_id_bytes(key_id)
-        _member(algorithm, CryptoAlgorithm, "algorithm")
-        _buffer(data, "data")
-        _optional_buffer(aad, "aad")
-        cost = len(data) if type(data) is not memoryview else data.nbytes
-        result: SecretBytes = await state.dispatcher.run(
-            state.decrypt, (key, algorithm, data, aad), cost
-        )
+        result: SecretBytes = await self._cipher("decrypt", slot_id, key_id, algorithm, data, aad)
         return result
 
     async def get_key_type(self, slot_id: int, key_id: KeyId) -> KeyType | None:
