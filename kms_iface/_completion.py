@@ -1,113 +1,167 @@
-"""A one-shot result that any thread may set and one task awaits, under asyncio or trio.
+"""Work finished by worker threads for tasks of any event loop, asyncio or trio.
 
-Worker threads (the LMDB group-commit writer) finish work for tasks of any event loop; they must
-wake the waiting tasks without blocking on those loops. ``anyio.from_thread`` would block the
-worker until the loop ran the callback, so this uses each backend's own non-blocking thread-safe
-scheduling (``loop.call_soon_threadsafe``, ``TrioToken.run_sync_soon``), once per loop for a whole
-group of completions (each call costs a wake-up write to the loop's self-pipe). The running
-backend is told apart with ``asyncio._get_running_loop()`` (a C-level read, unlike anyio's
-backend lookup) because a completion is made for every write.
+A ``Completion`` is made in the awaiting task; a worker thread fills ``ok``/``value`` and calls
+``deliver`` with a group of them. ``anyio.from_thread`` would block the worker until the loop ran
+the callback, so ``deliver`` uses each backend's own non-blocking thread-safe scheduling
+(``loop.call_soon_threadsafe``, ``TrioToken.run_sync_soon``), once per event loop for the whole
+group (each call costs a wake-up write to the loop's self-pipe). The backend is told apart with
+``asyncio._get_running_loop()`` (a C-level read) because a completion is made for every write or
+HSM operation. Under trio the task parks itself with ``wait_task_rescheduled`` (cheaper than an
+Event).
+
+``state`` moves PENDING -> RUNNING (claimed by a worker) -> DONE (outcome handed to the task, in
+its loop's thread), or PENDING -> ABANDONED (the task was cancelled first and the owner agreed
+to drop the work). A cancelled task whose work cannot be dropped waits, shielded, for the outcome
+and then raises its cancellation (never the work's own error): work handed to another thread
+happens anyway, and the caller must not lose track of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 import anyio
 
-T = TypeVar("T")
+from kms_iface.errors import InterfaceError
 
-__all__ = ["Completion", "deliver"]
+__all__ = ["ABANDONED", "DONE", "PENDING", "RUNNING", "Completion", "deliver"]
+
+PENDING: Final = 0
+RUNNING: Final = 1
+ABANDONED: Final = 2
+DONE: Final = 3
+
+_trio: Any = None  # the trio module, once a trio task has made a completion
 
 
-class Completion(Generic[T]):
-    """Made in the awaiting task; filled from any thread with ``deliver``."""
+def _import_trio() -> Any:
+    global _trio
+    import trio
 
-    __slots__ = ("_delivered", "_error", "_event", "_native", "_value")
+    _trio = trio
+    return trio
+
+
+class Completion:
+    """One outcome awaited by the task that made it; filled by a worker, then ``deliver``."""
+
+    __slots__ = ("loop", "ok", "sent", "state", "value", "waiter")
 
     def __init__(self) -> None:
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._delivered = False
         loop = asyncio._get_running_loop()
         if loop is not None:
-            self._native: Any = loop
-            self._event: Any = loop.create_future()
+            self.loop: Any = loop
+            self.waiter: Any = loop.create_future()
         else:
-            import trio
+            lowlevel = (_trio or _import_trio()).lowlevel
+            self.loop = lowlevel.current_trio_token()
+            self.waiter = lowlevel.current_task()
+        self.state = PENDING
+        self.ok = False
+        self.sent = False  # handed to the task's event loop (set by ``deliver``)
+        self.value: Any = None
 
-            self._native = trio.lowlevel.current_trio_token()
-            self._event = trio.Event()
+    async def wait(self, abandon: Callable[[Any], bool] | None = None) -> Any:
+        """The outcome (a delivered exception is raised here).
 
-    def _wake(self) -> None:
-        # Runs in the waiter's own loop thread, so it never races with ``wait``.
-        self._delivered = True
-        event = self._event
-        if isinstance(event, asyncio.Future):
-            if not event.done():
-                event.set_result(None)
-        else:
-            event.set()
-
-    async def wait(self) -> T:
-        """The result once delivered; a delivered exception is raised here.
-
-        Cancellation is deferred until the outcome is known: the work was handed to another
-        thread and will happen anyway, so the caller must not lose track of it.
+        On cancellation, ``abandon(self)`` may drop work that has not started (then the
+        cancellation is raised at once); otherwise the task waits for the outcome first.
         """
-        event = self._event
-        if isinstance(event, asyncio.Future):
-            try:
-                await event
-            except asyncio.CancelledError:
-                # The cancellation cancelled ``event`` too; wait on a fresh future, shielded from
-                # anyio scopes, and looping because a bare task.cancel() gets through the shield.
+        if isinstance(self.loop, asyncio.AbstractEventLoop):
+            return await self._wait_asyncio(abandon)
+        return await self._wait_trio(abandon)
+
+    async def _wait_asyncio(self, abandon: Callable[[Any], bool] | None) -> Any:
+        waiter = self.waiter
+        try:
+            return await waiter
+        except BaseException:
+            if self.state == DONE and not waiter.cancelled():
+                raise  # the work's own error
+            if abandon is None or not abandon(self):
                 with anyio.CancelScope(shield=True):
-                    while not self._delivered:
-                        self._event = event = event.get_loop().create_future()
-                        try:
-                            await asyncio.shield(event)
-                        except asyncio.CancelledError:
-                            continue
-                raise
-        else:
-            try:
-                await event.wait()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await event.wait()
-                raise
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self._value  # type: ignore[return-value]
+                    # A bare task.cancel() gets through anyio's shield: wait again until done.
+                    while self.state != DONE:
+                        waiter = self.waiter = self.loop.create_future()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await waiter
+            raise
+
+    async def _wait_trio(self, abandon: Callable[[Any], bool] | None) -> Any:
+        lowlevel = (_trio or _import_trio()).lowlevel
+        refused = False
+
+        def abort(_: Any) -> Any:
+            nonlocal refused
+            if abandon is not None and abandon(self):
+                return lowlevel.Abort.SUCCEEDED
+            refused = True
+            return lowlevel.Abort.FAILED  # running: its outcome reschedules the task
+
+        try:
+            return await lowlevel.wait_task_rescheduled(abort)
+        finally:
+            if refused:
+                await lowlevel.checkpoint()  # raise the cancellation, as under asyncio
 
 
-def deliver(outcomes: Iterable[tuple[Completion[Any], bool, Any]]) -> None:
-    """Fill each completion with its value (``ok``) or exception, waking each loop once.
+def _error_of(item: Completion) -> BaseException:
+    value = item.value
+    if not isinstance(value, BaseException):
+        return InterfaceError("the operation failed")
+    if isinstance(value, (StopIteration, StopAsyncIteration)):
+        # A future refuses these; they can only come from a bug, so report one.
+        failure = InterfaceError(f"the operation failed unexpectedly: {type(value).__name__}")
+        failure.__cause__ = value
+        return failure
+    return value
+
+
+def _finish_asyncio(items: list[Completion]) -> None:
+    """In the event loop's thread: hand each outcome to its task's future."""
+    for item in items:
+        item.state = DONE
+        waiter = item.waiter
+        if waiter.done():
+            continue
+        try:
+            if item.ok:
+                waiter.set_result(item.value)
+            else:
+                waiter.set_exception(_error_of(item))
+        except Exception as exc:  # never leave the other tasks of the group unanswered
+            waiter.set_exception(InterfaceError(f"the operation failed: {type(exc).__name__}"))
+
+
+def _finish_trio(items: list[Completion]) -> None:
+    """In trio's thread: reschedule each task with its outcome."""
+    import outcome
+
+    reschedule = (_trio or _import_trio()).lowlevel.reschedule
+    for item in items:
+        item.state = DONE
+        reschedule(
+            item.waiter, outcome.Value(item.value) if item.ok else outcome.Error(_error_of(item))
+        )
+
+
+def deliver(items: Iterable[Completion]) -> None:
+    """From a worker: wake the tasks of filled completions, with one call into each event loop.
 
     A completion whose event loop has gone is skipped: its outcome has nobody to go to.
     """
-    by_loop: dict[int, tuple[Any, list[Completion[Any]]]] = {}
-    for completion, ok, value in outcomes:
-        if ok:
-            completion._value = value
-        else:
-            completion._error = value
-        native = completion._native
-        by_loop.setdefault(id(native), (native, []))[1].append(completion)
-    for native, completions in by_loop.values():
-
-        def wake_all(completions: list[Completion[Any]] = completions) -> None:
-            for completion in completions:
-                completion._wake()
-
+    groups: dict[int, tuple[Any, list[Completion]]] = {}
+    for item in items:
+        item.sent = True
+        groups.setdefault(id(item.loop), (item.loop, []))[1].append(item)
+    for native, group in groups.values():
         try:
             if isinstance(native, asyncio.AbstractEventLoop):
-                native.call_soon_threadsafe(wake_all)
+                native.call_soon_threadsafe(_finish_asyncio, group)
             else:
-                native.run_sync_soon(wake_all)
+                native.run_sync_soon(_finish_trio, group)
         except RuntimeError:
             continue

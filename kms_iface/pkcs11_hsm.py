@@ -26,8 +26,6 @@ module hands to a new object is not noticed (every handle cache shares this).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import datetime
 import functools
@@ -43,13 +41,13 @@ from typing import Any, Final, Self, TypeVar
 import anyio
 import anyio.to_thread
 
+from kms_iface._completion import ABANDONED, PENDING, RUNNING, Completion, deliver
 from kms_iface._pkcs11 import SecretBytes, Session
 from kms_iface.errors import (
     LOGIN_LOST_CODES,
     SESSION_LOST_CODES,
     STALE_HANDLE_CODES,
     HsmError,
-    InterfaceError,
     InvalidRequestError,
     KeyHandleInvalidError,
     ObjectHandleInvalidError,
@@ -98,7 +96,6 @@ PARALLEL_BYTES: Final = 64 * 1024
 WORKER_IDLE_SECONDS: Final = 30.0
 """A worker with nothing to do for this long ends (a new one starts on demand)."""
 
-_PENDING, _RUNNING, _ABANDONED, _DONE = 0, 1, 2, 3
 _RECOVERABLE: Final = SESSION_LOST_CODES | LOGIN_LOST_CODES | STALE_HANDLE_CODES
 _STALE: Final = (ObjectHandleInvalidError, KeyHandleInvalidError)
 _PUBLIC_STATES: Final = frozenset({ck.CKS_RO_PUBLIC_SESSION, ck.CKS_RW_PUBLIC_SESSION})
@@ -106,7 +103,6 @@ _GCM: Final = CryptoAlgorithm.AES_GCM
 _CBC: Final = CryptoAlgorithm.AES_CBC
 _OAEP: Final = frozenset({CryptoAlgorithm.RSA_OAEP_SHA1, CryptoAlgorithm.RSA_OAEP_SHA256})
 _names = itertools.count(1)
-_trio: Any = None  # the trio module once a trio task has used the HSM
 
 # What a lookup wants, as short strings (cheap to hash in the cache's keys): the key type and
 # the verb of the error raised when the id names a key of another type.
@@ -165,111 +161,19 @@ def _copy_error(exc: BaseException) -> BaseException:
 # -- jobs and the dispatcher ------------------------------------------------------------------
 
 
-class _Job:
-    """One blocking call ``fn(session, *args)`` for a worker, awaited by one task.
+class _Job(Completion):
+    """One blocking call ``fn(session, *args)`` for a worker, awaited by one task."""
 
-    ``state`` moves PENDING -> RUNNING (claimed by a worker, under the dispatcher's lock) ->
-    DONE (outcome handed to the task, in its event loop's thread), or PENDING -> ABANDONED
-    (its task was cancelled first: no worker runs it).
-    """
-
-    __slots__ = (
-        "args",
-        "cost",
-        "fn",
-        "idempotent",
-        "loop",
-        "ok",
-        "sent",
-        "state",
-        "value",
-        "waiter",
-    )
+    __slots__ = ("args", "cost", "fn", "idempotent")
 
     def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        cost: int,
-        idempotent: bool,
-        loop: Any,
-        waiter: Any,
+        self, fn: Callable[..., Any], args: tuple[Any, ...], cost: int, idempotent: bool
     ) -> None:
+        super().__init__()
         self.fn = fn
         self.args = args
         self.cost = cost
         self.idempotent = idempotent
-        self.loop = loop  # the task's asyncio loop, or its TrioToken
-        self.waiter = waiter  # an asyncio future, or the trio task
-        self.state = _PENDING
-        self.ok = False
-        self.sent = False  # handed to the task's event loop (set by the worker)
-        self.value: Any = None
-
-
-def _error_of(job: _Job) -> BaseException:
-    value = job.value
-    if not isinstance(value, BaseException):
-        return HsmError("the operation failed")
-    if isinstance(value, (StopIteration, StopAsyncIteration)):
-        # A future refuses these; they can only come from a bug, so report one.
-        failure = InterfaceError(f"the operation failed unexpectedly: {type(value).__name__}")
-        failure.__cause__ = value
-        return failure
-    return value
-
-
-def _finish_asyncio(jobs: list[_Job]) -> None:
-    """In the event loop's thread: hand each outcome to its task's future."""
-    for job in jobs:
-        job.state = _DONE
-        waiter = job.waiter
-        if waiter.done():
-            continue
-        try:
-            if job.ok:
-                waiter.set_result(job.value)
-            else:
-                waiter.set_exception(_error_of(job))
-        except Exception as exc:  # never leave the other tasks of the batch unanswered
-            waiter.set_exception(InterfaceError(f"the operation failed: {type(exc).__name__}"))
-
-
-def _finish_trio(jobs: list[_Job]) -> None:
-    """In trio's thread: reschedule each task with its outcome."""
-    import outcome
-
-    reschedule = (_trio or _import_trio()).lowlevel.reschedule
-    for job in jobs:
-        job.state = _DONE
-        reschedule(
-            job.waiter, outcome.Value(job.value) if job.ok else outcome.Error(_error_of(job))
-        )
-
-
-def _deliver(jobs: list[_Job]) -> None:
-    """From a worker: wake the tasks of finished jobs, with one call into each event loop."""
-    if not jobs:
-        return
-    for job in jobs:
-        job.sent = True
-    loop = jobs[0].loop
-    groups = [(loop, jobs)] if all(job.loop is loop for job in jobs) else _by_loop(jobs).values()
-    for native, group in groups:
-        try:
-            if isinstance(native, asyncio.AbstractEventLoop):
-                native.call_soon_threadsafe(_finish_asyncio, group)
-            else:
-                native.run_sync_soon(_finish_trio, group)
-        except RuntimeError:
-            continue  # that event loop is closed: nobody is waiting any more
-
-
-def _by_loop(jobs: list[_Job]) -> dict[int, tuple[Any, list[_Job]]]:
-    groups: dict[int, tuple[Any, list[_Job]]] = {}
-    for job in jobs:
-        groups.setdefault(id(job.loop), (job.loop, []))[1].append(job)
-    return groups
 
 
 _dispatchers: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
@@ -342,44 +246,9 @@ class _Dispatcher:
         at once. Cancelled while it runs: the worker finishes it (and cleans the session) while
         the task waits, then the task raises its cancellation (the outcome is dropped).
         """
-        loop = asyncio._get_running_loop()
-        if loop is None:
-            return await self._run_trio(fn, args, cost, idempotent)
-        waiter = loop.create_future()
-        job = _Job(fn, args, cost, idempotent, loop, waiter)
+        job = _Job(fn, args, cost, idempotent)
         self.submit(job)
-        try:
-            return await waiter
-        except BaseException:
-            if job.state == _DONE and not waiter.cancelled():
-                raise  # the job's own error
-            if not self.abandon(job):
-                await _wait_done(job, loop)
-            raise
-
-    async def _run_trio(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], cost: int, idempotent: bool
-    ) -> Any:
-        trio = _trio or _import_trio()
-        lowlevel = trio.lowlevel
-        job = _Job(
-            fn, args, cost, idempotent, lowlevel.current_trio_token(), lowlevel.current_task()
-        )
-        self.submit(job)
-        refused = False
-
-        def abort(_: Any) -> Any:
-            nonlocal refused
-            if self.abandon(job):
-                return trio.lowlevel.Abort.SUCCEEDED
-            refused = True
-            return trio.lowlevel.Abort.FAILED  # running: its outcome reschedules the task
-
-        try:
-            return await trio.lowlevel.wait_task_rescheduled(abort)
-        finally:
-            if refused:
-                await trio.lowlevel.checkpoint()  # raise the cancellation, as under asyncio
+        return await job.wait(self.abandon)
 
     def submit(self, job: _Job) -> None:
         if self._closed:
@@ -403,8 +272,8 @@ class _Dispatcher:
     def abandon(self, job: _Job) -> bool:
         """Drop a job no worker has taken yet; False when it is running or done."""
         with self._lock:
-            if job.state == _PENDING:
-                job.state = _ABANDONED
+            if job.state == PENDING:
+                job.state = ABANDONED
                 return True
             return False
 
@@ -461,9 +330,9 @@ class _Dispatcher:
             finally:
                 leader.release()
             with lock:
-                claimed = [job for job in batch if job.state == _PENDING]
+                claimed = [job for job in batch if job.state == PENDING]
                 for job in claimed:
-                    job.state = _RUNNING
+                    job.state = RUNNING
                 self._busy += 1
             small = all(job.cost < PARALLEL_BYTES for job in claimed)
             if claimed:
@@ -502,7 +371,7 @@ class _Dispatcher:
         except BaseException as exc:
             for job in claimed:
                 job.value = _copy_error(exc)
-            _deliver(claimed)
+            deliver(claimed)
             return
         started, started_cpu = time.perf_counter(), time.thread_time()
         try:
@@ -511,7 +380,7 @@ class _Dispatcher:
             left = [job for job in claimed if not job.sent]
             for job in left:
                 job.ok, job.value = False, exc
-            _deliver(left)
+            deliver(left)
         if small:
             wall = (time.perf_counter() - started) / len(claimed)
             cpu = (time.thread_time() - started_cpu) / len(claimed)
@@ -561,29 +430,11 @@ class _Dispatcher:
             if job is not None:
                 left.append(job)
         with self._lock:
-            claimed = [job for job in left if job.state == _PENDING]
+            claimed = [job for job in left if job.state == PENDING]
             for job in claimed:
-                job.state = _RUNNING
+                job.state = RUNNING
                 job.value = InvalidRequestError("the HSM is closed")
-        _deliver(claimed)
-
-
-def _import_trio() -> Any:
-    """The trio module, imported on first use (trio is optional)."""
-    global _trio
-    import trio
-
-    _trio = trio
-    return trio
-
-
-async def _wait_done(job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-    """Wait (shielded, also from a bare ``task.cancel()``) until the job's outcome is in."""
-    with anyio.CancelScope(shield=True):
-        while job.state != _DONE:
-            waiter = job.waiter = loop.create_future()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await waiter  # the job's own error is not what a cancelled task raises
+        deliver(claimed)
 
 
 # -- one slot ---------------------------------------------------------------------------------
@@ -650,7 +501,7 @@ class _Slot:
                     while i < n:
                         job = jobs[i]
                         if job.cost >= MAX_BATCH_BYTES and i > sent:
-                            _deliver(jobs[sent:i])
+                            deliver(jobs[sent:i])
                             sent = i
                         try:
                             job.value = job.fn(session, *job.args)
@@ -670,7 +521,7 @@ class _Slot:
                     break
                 self._retry(jobs[i], failed)
                 i += 1
-        _deliver(jobs[sent:])
+        deliver(jobs[sent:])
 
     def _retry(self, job: _Job, error: HsmError) -> None:
         """Once more on a fresh session after a recovery (idempotent jobs only)."""

@@ -35,7 +35,7 @@ Job = Callable[[lmdb.Transaction], Any]
 class _Pending:
     __slots__ = ("completion", "guarded", "job")
 
-    def __init__(self, job: Job, completion: Completion[Any], guarded: bool) -> None:
+    def __init__(self, job: Job, completion: Completion, guarded: bool) -> None:
         self.job = job
         self.completion = completion
         self.guarded = guarded
@@ -67,7 +67,7 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, completion: Completion[Any], *, guarded: bool = False) -> None:
+    def submit(self, job: Job, completion: Completion, *, guarded: bool = False) -> None:
         """Queue ``job`` (run in the writer thread with a write transaction).
 
         A ``guarded`` job promises to raise ``InterfaceError`` only before its first write; it
@@ -131,10 +131,10 @@ class GroupCommitWriter:
             outcomes = self._attempt(batch, isolate_all=False)
         except _Redo:
             outcomes = self._attempt(batch, isolate_all=True)
-        deliver(
-            (pending.completion, ok, value)
-            for pending, (ok, value) in zip(batch, outcomes, strict=True)
-        )
+        for pending, (ok, value) in zip(batch, outcomes, strict=True):
+            pending.completion.ok = ok
+            pending.completion.value = value
+        deliver(pending.completion for pending in batch)
 
     def _attempt(self, batch: list[_Pending], isolate_all: bool) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []

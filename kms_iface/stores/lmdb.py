@@ -504,9 +504,10 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         """Run ``job`` in the writer thread; ``guarded``: it can only fail before its first put."""
         shared = self._env()
         dbs = shared.dbs
-        completion: Completion[T] = Completion()
+        completion = Completion()
         shared.writer.submit(lambda txn: job(txn, dbs), completion, guarded=guarded)
-        return await completion.wait()
+        result: T = await completion.wait()
+        return result
 
     def _read(self, reader: Callable[[lmdb.Transaction, _Tables], T]) -> T:
         shared = self._env()
