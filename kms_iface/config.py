@@ -55,6 +55,8 @@ HSM_MODELS: Final[tuple[str, ...]] = tuple(PROFILES)
 """The vendor profiles an instance may name (``kms_iface.pkcs11.profiles``)."""
 NO_LOGIN: Final = "<NO_LOGIN>"
 """The password value that means: use the slot without logging in."""
+MAX_UNWRAP_CACHE: Final = 1_000_000
+"""The largest ``unwrap_cache_size`` accepted (each entry holds one key in memory)."""
 
 _MAX_SLOT_ID: Final = 2**63 - 1  # TOML integers are signed 64-bit
 
@@ -110,6 +112,8 @@ class _RawStore(msgspec.Struct, forbid_unknown_fields=True):
 class _RawConfig(msgspec.Struct, forbid_unknown_fields=True):
     default_store: _RawStore
     vendor_id: str = "cosmian"
+    key_encryption_key: str | None = None
+    unwrap_cache_size: int = 0
     hsm_instances: list[_RawHsmInstance] = []
 
 
@@ -174,10 +178,17 @@ class HsmInstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
-    """A whole configuration; ``source`` is the file it came from (for messages)."""
+    """A whole configuration; ``source`` is the file it came from (for messages).
+
+    ``key_encryption_key``: the uid of a key (an HSM key, typically) that wraps every key created
+    in the default store before it is stored; ``unwrap_cache_size``: how many unwrapped keys the
+    router keeps in memory (0: none).
+    """
 
     default_store: StoreConfig
     vendor_id: str = "cosmian"
+    key_encryption_key: str | None = None
+    unwrap_cache_size: int = 0
     hsm_instances: list[HsmInstanceConfig] = []
     source: str = "<string>"
 
@@ -283,6 +294,12 @@ def _resolve(raw: _RawConfig, source: str) -> tuple[Config, bool]:
     literal_secret = False
     if not raw.vendor_id:
         raise fail("must not be empty", "vendor_id")
+    if raw.key_encryption_key is not None and (
+        not raw.key_encryption_key or not raw.key_encryption_key.isprintable()
+    ):
+        raise fail("must be a key uid (printable, not empty)", "key_encryption_key")
+    if not 0 <= raw.unwrap_cache_size <= MAX_UNWRAP_CACHE:
+        raise fail(f"must be between 0 and {MAX_UNWRAP_CACHE}", "unwrap_cache_size")
     store, literal_dsn = _resolve_store(raw.default_store, fail)
     literal_secret |= literal_dsn
 
@@ -322,7 +339,12 @@ def _resolve(raw: _RawConfig, source: str) -> tuple[Config, bool]:
             )
         )
     config = Config(
-        default_store=store, vendor_id=raw.vendor_id, hsm_instances=instances, source=source
+        default_store=store,
+        vendor_id=raw.vendor_id,
+        key_encryption_key=raw.key_encryption_key,
+        unwrap_cache_size=raw.unwrap_cache_size,
+        hsm_instances=instances,
+        source=source,
     )
     hsm_prefixes(config)  # duplicates are a configuration error
     return config, literal_secret
@@ -386,8 +408,8 @@ def _dsn_has_password(dsn: str) -> bool:
 def _check_prefix(prefix: str, path: str, fail: _Fail) -> None:
     if not prefix or any(not part for part in prefix.split("::")):
         raise fail("a prefix is non-empty words joined by '::' (e.g. 'hsm::utimaco')", path)
-    if any(c.isspace() for c in prefix):
-        raise fail("a prefix must not contain white space", path)
+    if not prefix.isprintable() or any(c.isspace() for c in prefix):
+        raise fail("a prefix must not contain white space or control characters", path)
 
 
 def _prefixes(instances: list[HsmInstanceConfig], source: str) -> list[str]:

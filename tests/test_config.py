@@ -104,6 +104,14 @@ def test_defaults() -> None:
     assert config.vendor_id == "cosmian"
     assert config.hsm_instances == []
     assert hsm_prefixes(config) == []
+    assert config.key_encryption_key is None
+    assert config.unwrap_cache_size == 0
+
+
+def test_key_encryption_key_and_cache() -> None:
+    config = parse_config('key_encryption_key = "hsm::0::kek"\nunwrap_cache_size = 64\n' + STORE)
+    assert config.key_encryption_key == "hsm::0::kek"
+    assert config.unwrap_cache_size == 64
 
 
 def test_instance_defaults() -> None:
@@ -208,6 +216,11 @@ def test_unknown_key_at_each_level(text: str, path: str) -> None:
         (STORE + hsm('prefix = ""'), "hsm_instances[0].prefix", "non-empty words"),
         (STORE + hsm('prefix = "hsm::"'), "hsm_instances[0].prefix", "non-empty words"),
         (STORE + hsm('prefix = "my hsm"'), "hsm_instances[0].prefix", "white space"),
+        (STORE + hsm('prefix = "hsm\\u0000x"'), "hsm_instances[0].prefix", "control characters"),
+        ('key_encryption_key = ""\n' + STORE, "key_encryption_key", "not empty"),
+        ('key_encryption_key = "a\\tb"\n' + STORE, "key_encryption_key", "printable"),
+        ("unwrap_cache_size = -1\n" + STORE, "unwrap_cache_size", "between 0 and 1000000"),
+        ("unwrap_cache_size = 1000001\n" + STORE, "unwrap_cache_size", "between 0 and"),
     ],
 )
 def test_bad_values(text: str, path: str, reason: str) -> None:
