@@ -6,6 +6,8 @@ from typing import ClassVar, NamedTuple, Self, SupportsIndex
 
 from typing_extensions import Buffer, disjoint_base
 
+from kms_iface.errors import Pkcs11Error
+
 TemplateValue = bool | int | str | Buffer
 Template = Sequence[tuple[int, TemplateValue]]
 
@@ -163,6 +165,17 @@ class Session:
     def encrypt_into(self, mechanism: Mechanism, key: int, data: Buffer, out: Buffer) -> int: ...
     def decrypt(self, mechanism: Mechanism, key: int, data: Buffer) -> SecretBytes: ...
     def decrypt_into(self, mechanism: Mechanism, key: int, data: Buffer, out: Buffer) -> int: ...
+    def crypt_many(
+        self, decrypt: bool, mechanisms: list[Mechanism], keys: list[int], inputs: list[Buffer]
+    ) -> list[bytes | SecretBytes | Pkcs11Error | None]:
+        """Single-part AES operations (one per input), all in one pass without the GIL.
+
+        Each result is the output (``bytes`` for encrypt, ``SecretBytes`` for decrypt), or, for
+        the first item that failed, its ``Pkcs11Error`` (returned, not raised); the items after
+        it are None (not run). None also marks an item the module wanted a larger output for:
+        run it alone. Sizes are checked for every item before any C call (``InvalidRequestError``
+        for a mechanism of unpredictable output size or a ciphertext shorter than its tag).
+        """
     def encrypt_init(self, mechanism: Mechanism, key: int) -> None: ...
     def encrypt_update(self, data: Buffer) -> bytes: ...
     def encrypt_update_into(self, data: Buffer, out: Buffer) -> int: ...

@@ -388,11 +388,16 @@ cdef class Session:
     cdef CK_RV _one_shot(self, bint decrypt, Mechanism m, CK_OBJECT_HANDLE key,
                          unsigned char *data, CK_ULONG n, unsigned char *out,
                          CK_ULONG *outlen, int *stage) noexcept nogil:
+        return self._one_shot_raw(decrypt, &m.mech, key, data, n, out, outlen, stage)
+
+    cdef CK_RV _one_shot_raw(self, bint decrypt, CK_MECHANISM *mech, CK_OBJECT_HANDLE key,
+                             unsigned char *data, CK_ULONG n, unsigned char *out,
+                             CK_ULONG *outlen, int *stage) noexcept nogil:
         cdef CK_RV rv
         if decrypt:
-            rv = self._fl.C_DecryptInit(self._h, &m.mech, key)
+            rv = self._fl.C_DecryptInit(self._h, mech, key)
         else:
-            rv = self._fl.C_EncryptInit(self._h, &m.mech, key)
+            rv = self._fl.C_EncryptInit(self._h, mech, key)
         if rv != CKR_OK:
             stage[0] = _FIRST_CALL
             return rv
@@ -501,6 +506,98 @@ cdef class Session:
             PyBuffer_Release(&din)
         out._truncate(<Py_ssize_t>outlen)
         return out
+
+    def crypt_many(self, bint decrypt, list mechanisms not None, list keys not None,
+                   list inputs not None):
+        """Many single-part AES operations in one pass without the GIL (see the stub)."""
+        cdef Py_ssize_t count = len(inputs)
+        cdef Py_ssize_t i, size, stopped, acquired = 0
+        cdef Py_buffer *views
+        cdef unsigned char **outs
+        cdef CK_ULONG *outlens
+        cdef CK_MECHANISM **mechs
+        cdef CK_OBJECT_HANDLE *handles
+        cdef CK_RV rv = CKR_OK
+        cdef int stage = _FIRST_CALL
+        cdef Mechanism m
+        cdef SecretBytes secret
+        cdef object out
+        if len(mechanisms) != count or len(keys) != count:
+            raise InvalidRequestError("crypt_many needs one mechanism and one key per input")
+        results = [None] * count
+        if count == 0:
+            return results
+        views = <Py_buffer *>malloc(sizeof(Py_buffer) * count)
+        outs = <unsigned char **>malloc(sizeof(unsigned char *) * count)
+        outlens = <CK_ULONG *>malloc(sizeof(CK_ULONG) * count)
+        mechs = <CK_MECHANISM **>malloc(sizeof(CK_MECHANISM *) * count)
+        handles = <CK_OBJECT_HANDLE *>malloc(sizeof(CK_OBJECT_HANDLE) * count)
+        try:
+            if (views == NULL or outs == NULL or outlens == NULL or mechs == NULL
+                    or handles == NULL):
+                raise MemoryError()
+            for i in range(count):
+                m = <Mechanism?>mechanisms[i]
+                handles[i] = <CK_OBJECT_HANDLE?>keys[i]
+                PyObject_GetBuffer(inputs[i], &views[i], PyBUF_SIMPLE)
+                acquired += 1
+                if decrypt:
+                    size = _decrypted_size(m, views[i].len)
+                else:
+                    size = _encrypted_size(m, views[i].len)
+                if size < 0:
+                    raise InvalidRequestError(
+                        "crypt_many takes only mechanisms of a predictable output size (AES)")
+                if decrypt:
+                    secret = _secret_output(size)
+                    outs[i] = secret._buf
+                    out = secret
+                else:
+                    out = PyBytes_FromStringAndSize(NULL, size)
+                    outs[i] = <unsigned char *>PyBytes_AS_STRING(out)
+                results[i] = out
+                outlens[i] = <CK_ULONG>size
+                mechs[i] = &m.mech
+            stopped = count
+            self._enter("C_Decrypt" if decrypt else "C_Encrypt")
+            with nogil:
+                for i in range(count):
+                    rv = self._one_shot_raw(decrypt, mechs[i], handles[i], _ptr(&views[i]),
+                                            <CK_ULONG>views[i].len, outs[i], &outlens[i],
+                                            &stage)
+                    if rv != CKR_OK:
+                        stopped = i
+                        break
+            self._leave()
+            for i in range(stopped):
+                out = results[i]
+                if decrypt:
+                    (<SecretBytes>out)._truncate(<Py_ssize_t>outlens[i])
+                elif outlens[i] != <CK_ULONG>len(out):
+                    results[i] = out[:outlens[i]]
+            if stopped < count:
+                if decrypt:
+                    (<SecretBytes>results[stopped]).zeroize()
+                if rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL:
+                    self._finish_abandoned(decrypt, _ptr(&views[stopped]),
+                                           <CK_ULONG>views[stopped].len, outlens[stopped])
+                    results[stopped] = None
+                elif stage == _FIRST_CALL:
+                    results[stopped] = pkcs11_error(
+                        rv, "C_DecryptInit" if decrypt else "C_EncryptInit")
+                else:
+                    results[stopped] = pkcs11_error(rv, "C_Decrypt" if decrypt else "C_Encrypt")
+                for i in range(stopped + 1, count):
+                    results[i] = None
+            return results
+        finally:
+            for i in range(acquired):
+                PyBuffer_Release(&views[i])
+            free(views)
+            free(outs)
+            free(outlens)
+            free(mechs)
+            free(handles)
 
     cdef Py_ssize_t _crypt_into(self, bint decrypt, Mechanism m, CK_OBJECT_HANDLE key,
                                 object data, object out) except -1:

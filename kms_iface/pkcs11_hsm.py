@@ -82,6 +82,8 @@ MAX_BATCH: Final = 32
 """Jobs a worker takes in one hop at most (bounds the latency a burst adds)."""
 MAX_BATCH_BYTES: Final = 256 * 1024
 """Input bytes a worker takes in one hop at most: large operations go one per hop."""
+MIN_PASS_JOBS: Final = 4
+"""AES-GCM operations run in one pass of the core at least (half a batch, down to this many)."""
 HEAVY: Final = MAX_BATCH_BYTES
 """The cost of jobs that may take long (key generation, find, writes to the token): each ends
 its batch, and the jobs before it are answered before it starts."""
@@ -162,18 +164,28 @@ def _copy_error(exc: BaseException) -> BaseException:
 
 
 class _Job(Completion):
-    """One blocking call ``fn(session, *args)`` for a worker, awaited by one task."""
+    """One blocking call ``fn(session, *args)`` for a worker, awaited by one task.
 
-    __slots__ = ("args", "cost", "fn", "idempotent")
+    ``batch``: "encrypt" or "decrypt" for an AES-GCM operation ``(key_id, algorithm, data,
+    aad)`` that may run in one pass of the core with its neighbours (None: alone).
+    """
+
+    __slots__ = ("args", "batch", "cost", "fn", "idempotent")
 
     def __init__(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], cost: int, idempotent: bool
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        cost: int,
+        idempotent: bool,
+        batch: str | None = None,
     ) -> None:
         super().__init__()
         self.fn = fn
         self.args = args
         self.cost = cost
         self.idempotent = idempotent
+        self.batch = batch
 
 
 _dispatchers: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
@@ -238,7 +250,12 @@ class _Dispatcher:
     # -- the event loop's side -----------------------------------------------------------------
 
     async def run(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], cost: int, idempotent: bool = True
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        cost: int,
+        idempotent: bool = True,
+        batch: str | None = None,
     ) -> Any:
         """``fn(session, *args)`` in a worker; the calling task waits for the outcome.
 
@@ -246,7 +263,7 @@ class _Dispatcher:
         at once. Cancelled while it runs: the worker finishes it (and cleans the session) while
         the task waits, then the task raises its cancellation (the outcome is dropped).
         """
-        job = _Job(fn, args, cost, idempotent)
+        job = _Job(fn, args, cost, idempotent, batch)
         self.submit(job)
         return await job.wait(self.abandon)
 
@@ -490,7 +507,9 @@ class _Slot:
         """Run claimed jobs on one pooled session (in a worker), then wake their tasks.
 
         Jobs finished before a heavy one (``cost >= MAX_BATCH_BYTES``) are handed back before it
-        starts, so that a key generation does not hold up the small operations queued with it.
+        starts, so that a key generation does not hold up the small operations queued with it;
+        so are those of each pass of AES-GCM jobs (``_run_gcm``), so that their tasks queue their
+        next operation while the core runs the following pass.
         """
         i, n, sent = 0, len(jobs), 0
         pool = self.pool
@@ -500,6 +519,12 @@ class _Slot:
                 with pool.session() as session:
                     while i < n:
                         job = jobs[i]
+                        if job.batch is not None:
+                            i += self._run_gcm(session, jobs, i)
+                            if i > sent:
+                                deliver(jobs[sent:i])
+                                sent = i
+                            continue
                         if job.cost >= MAX_BATCH_BYTES and i > sent:
                             deliver(jobs[sent:i])
                             sent = i
@@ -522,6 +547,51 @@ class _Slot:
                 self._retry(jobs[i], failed)
                 i += 1
         deliver(jobs[sent:])
+
+    def _run_gcm(self, session: Session, jobs: list[_Job], start: int) -> int:
+        """Run the AES-GCM jobs from ``start`` of one direction in one pass of the core.
+
+        Jobs whose key handle is cached and whose operation succeeded are done; the others
+        (no cached handle, a failure: stale handle, bad tag, session lost) are put after them,
+        unmarked, for the one-by-one path, which gives each its exact outcome. Returns how many
+        jobs are done.
+        """
+        kind = jobs[start].batch
+        end = start + 1
+        while end < len(jobs) and jobs[end].batch == kind:
+            end += 1
+        # Half the run per pass: the tasks of the first half are woken (and queue their next
+        # operation) while the core runs the second half without the GIL.
+        end = start + max(min(end - start, MIN_PASS_JOBS), (end - start + 1) // 2)
+        ready: list[_Job] = []
+        handles: list[int] = []
+        left: list[_Job] = []
+        for job in jobs[start:end]:
+            handle = self._cached(job.args[0], _AES_KEY)
+            if handle is None:
+                left.append(job)
+            else:
+                ready.append(job)
+                handles.append(handle)
+        done: list[_Job] = []
+        if ready:
+            run_many = hsm_ops.gcm_encrypt_many if kind == "encrypt" else hsm_ops.gcm_decrypt_many
+            try:
+                outs: list[Any] = run_many(
+                    session, handles, [job.args[2] for job in ready], [job.args[3] for job in ready]
+                )
+            except HsmError:
+                outs = [None] * len(ready)  # the one-by-one path recovers the session
+            for job, out in zip(ready, outs, strict=True):
+                if out is None:
+                    left.append(job)
+                else:
+                    job.value, job.ok = out, True
+                    done.append(job)
+        for job in left:
+            job.batch = None
+        jobs[start:end] = done + left
+        return len(done)
 
     def _retry(self, job: _Job, error: HsmError) -> None:
         """Once more on a fresh session after a recovery (idempotent jobs only)."""
@@ -896,7 +966,10 @@ class Pkcs11Hsm(HSM, MacCapable):
         _optional_buffer(aad, "aad")
         cost = len(data) if type(data) is not memoryview else data.nbytes
         return await state.dispatcher.run(
-            getattr(state, operation), (key, algorithm, data, aad), cost
+            getattr(state, operation),
+            (key, algorithm, data, aad),
+            cost,
+            batch=operation if algorithm is _GCM else None,
         )
 
     def slot_state(self, slot_id: int) -> _Slot:

@@ -86,6 +86,8 @@ __all__ = [
     "algorithms_from_mechanisms",
     "decrypt",
     "encrypt",
+    "gcm_decrypt_many",
+    "gcm_encrypt_many",
     "hmac_mechanism",
     "mac",
     "mac_verify",
@@ -223,16 +225,71 @@ def _gcm_encrypt(
 ) -> EncryptedContent:
     iv = os.urandom(GCM_IV_LENGTH)
     out = session.encrypt(Mechanism.aes_gcm(iv, aad, GCM_TAG_LENGTH * 8), key, view)
+    return _gcm_content(out, view.nbytes, iv)
+
+
+def _gcm_content(out: bytes, n: int, iv: bytes) -> EncryptedContent:
     # The core returns ct ‖ tag in one bytes object of the exact size; the split copies ct once.
-    n = view.nbytes
     return EncryptedContent(ciphertext=out[:n], iv=iv, tag=out[n:])
 
 
 def _gcm_decrypt(session: Session, key: int, view: memoryview, aad: Buffer | None) -> SecretBytes:
+    return session.decrypt(_gcm_decrypt_mechanism(view, aad), key, view[GCM_IV_LENGTH:])
+
+
+def _gcm_decrypt_mechanism(view: memoryview, aad: Buffer | None) -> Mechanism:
     if view.nbytes < GCM_IV_LENGTH + GCM_TAG_LENGTH:
         raise InvalidRequestError("Invalid AES GCM ciphertext")
-    mechanism = Mechanism.aes_gcm(view[:GCM_IV_LENGTH], aad, GCM_TAG_LENGTH * 8)
-    return session.decrypt(mechanism, key, view[GCM_IV_LENGTH:])
+    return Mechanism.aes_gcm(view[:GCM_IV_LENGTH], aad, GCM_TAG_LENGTH * 8)
+
+
+def gcm_encrypt_many(
+    session: Session, keys: list[int], data: list[Buffer], aads: list[Buffer | None]
+) -> list[EncryptedContent | None]:
+    """AES-GCM ``encrypt`` of each input with its key, in one GIL-free pass of the core.
+
+    An item is None when it was not done (it failed, or came after a failure): run it alone
+    with ``encrypt`` for its outcome.
+    """
+    views = [_byte_view(item) for item in data]
+    ivs = os.urandom(GCM_IV_LENGTH * len(views))
+    nonces = [ivs[i : i + GCM_IV_LENGTH] for i in range(0, len(ivs), GCM_IV_LENGTH)]
+    mechanisms = [
+        Mechanism.aes_gcm(iv, aad, GCM_TAG_LENGTH * 8) for iv, aad in zip(nonces, aads, strict=True)
+    ]
+    outs = session.crypt_many(False, mechanisms, keys, views)  # type: ignore[arg-type]
+    return [
+        _gcm_content(out, view.nbytes, iv) if type(out) is bytes else None
+        for out, view, iv in zip(outs, views, nonces, strict=True)
+    ]
+
+
+def gcm_decrypt_many(
+    session: Session, keys: list[int], data: list[Buffer], aads: list[Buffer | None]
+) -> list[SecretBytes | None]:
+    """AES-GCM ``decrypt`` of each ``iv‖ct‖tag`` with its key, in one GIL-free pass.
+
+    An item is None when it was not done (malformed, failed, or after a failure): run it alone
+    with ``decrypt`` for its outcome (the error it raises).
+    """
+    results: list[SecretBytes | None] = [None] * len(data)
+    positions: list[int] = []
+    mechanisms: list[Mechanism] = []
+    bodies: list[memoryview] = []
+    handles: list[int] = []
+    for position, (item, aad, key) in enumerate(zip(data, aads, keys, strict=True)):
+        view = _byte_view(item)
+        if view.nbytes < GCM_IV_LENGTH + GCM_TAG_LENGTH:
+            continue
+        positions.append(position)
+        mechanisms.append(_gcm_decrypt_mechanism(view, aad))
+        bodies.append(view[GCM_IV_LENGTH:])
+        handles.append(key)
+    outs = session.crypt_many(True, mechanisms, handles, bodies)  # type: ignore[arg-type]
+    for position, out in zip(positions, outs, strict=True):
+        if type(out) is SecretBytes:
+            results[position] = out
+    return results
 
 
 # -- AES-CBC ------------------------------------------------------------------------------------
