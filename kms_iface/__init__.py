@@ -4,6 +4,7 @@ The public names live here; the synchronous PKCS#11 core is ``kms_iface.pkcs11``
 ``kms_iface.kmip`` and the stores (``LmdbStore``) ``kms_iface.stores``.
 """
 
+from kms_iface.database import Database
 from kms_iface.errors import (
     DbError,
     DecryptionError,
@@ -34,6 +35,7 @@ from kms_iface.hsm import (
     SigningAlgorithm,
 )
 from kms_iface.hsm_oracle import HsmEncryptionOracle
+from kms_iface.hsm_store import HsmStore
 from kms_iface.oracle import CryptoOracle, EncryptionOracle
 from kms_iface.pkcs11 import Mechanism, Module, Session, SessionPool
 from kms_iface.pkcs11_hsm import Pkcs11Hsm
@@ -59,6 +61,7 @@ __all__ = [
     "Create",
     "CryptoAlgorithm",
     "CryptoOracle",
+    "Database",
     "DbError",
     "DecryptionError",
     "Delete",
@@ -70,6 +73,7 @@ __all__ = [
     "HsmKeypairAlgorithm",
     "HsmObject",
     "HsmObjectFilter",
+    "HsmStore",
     "InterfaceError",
     "InvalidRequestError",
     "KeyMaterial",

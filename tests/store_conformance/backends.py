@@ -16,6 +16,10 @@ A backend is described by a ``Backend`` entry:
 ``open_store(name, descriptor)`` opens the store of a descriptor (``async with``), from this
 process or from another one.
 
+Registered: ``lmdb`` (an ``LmdbStore``; the descriptor is its directory) and ``router`` (the uid
+router ``kms_iface.Database`` with only its default store, one ``LmdbStore`` serving as both
+objects and permissions store; same descriptor), so that the router is held to the whole contract.
+
 Adding a backend (PostgreSQL, say) is one more entry in ``BACKENDS``::
 
     async def _postgres_descriptor(tmp_path: Path) -> str:
@@ -80,8 +84,18 @@ def _lmdb_store(descriptor: str) -> Store:
     return cast(Store, LmdbStore(descriptor))
 
 
+def _router_store(descriptor: str) -> Store:
+    # The uid router with only its default store: one LmdbStore for objects and permissions.
+    from kms_iface.database import Database
+    from kms_iface.stores.lmdb import LmdbStore
+
+    store = LmdbStore(descriptor)
+    return cast(Store, Database(store, store))
+
+
 BACKENDS: list[Backend] = [
     Backend("lmdb", _lmdb_descriptor, _lmdb_store),
+    Backend("router", _lmdb_descriptor, _router_store),
 ]
 
 
