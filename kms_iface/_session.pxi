@@ -522,7 +522,13 @@ cdef class Session:
         cdef Mechanism m
         cdef SecretBytes secret
         cdef object out
+        cdef tuple held
         if len(mechanisms) != count or len(keys) != count:
+            raise InvalidRequestError("crypt_many needs one mechanism and one key per input")
+        # Our own references: the C pass reads each Mechanism's parameters without the GIL,
+        # while another thread could empty the caller's list.
+        held = tuple(mechanisms)
+        if len(held) != count:
             raise InvalidRequestError("crypt_many needs one mechanism and one key per input")
         results = [None] * count
         if count == 0:
@@ -537,7 +543,7 @@ cdef class Session:
                     or handles == NULL):
                 raise MemoryError()
             for i in range(count):
-                m = <Mechanism?>mechanisms[i]
+                m = <Mechanism?>held[i]
                 handles[i] = <CK_OBJECT_HANDLE?>keys[i]
                 PyObject_GetBuffer(inputs[i], &views[i], PyBUF_SIMPLE)
                 acquired += 1
@@ -578,10 +584,14 @@ cdef class Session:
             if stopped < count:
                 if decrypt:
                     (<SecretBytes>results[stopped]).zeroize()
-                if rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL:
+                if (rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL
+                        and outlens[stopped] <= _MAX_OUTPUT):
                     self._finish_abandoned(decrypt, _ptr(&views[stopped]),
                                            <CK_ULONG>views[stopped].len, outlens[stopped])
                     results[stopped] = None
+                elif rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL:
+                    self._op = _OP_DECRYPT if decrypt else _OP_ENCRYPT  # left for the pool
+                    results[stopped] = pkcs11_error(rv, "C_Decrypt" if decrypt else "C_Encrypt")
                 elif stage == _FIRST_CALL:
                     results[stopped] = pkcs11_error(
                         rv, "C_DecryptInit" if decrypt else "C_EncryptInit")

@@ -9,8 +9,10 @@
   land in the default store); any other unrouted uid goes to the default store, as in Cosmian
   (a default store may hold uids such as ``a::b``);
 - ``create`` with ``uid=None`` goes to the default store;
-- ``atomic`` goes to the store of its first operation, and a batch whose operations are routed to
-  different stores is refused (Cosmian silently sends it all to the first one);
+- ``atomic`` goes to the store of its uids (a Create without uid goes with them, as the public
+  half of an HSM key pair does; the default store when no operation names a uid), and a batch
+  whose uids are routed to different stores is refused (Cosmian silently sends it all to the
+  first one);
 - ``list_uids_for_tags``, ``find``, ``find_wrapped_by`` and the optional extras ask every store at
   once and merge the answers (default store first, then by prefix); a failing default store
   raises, a failing registered store is logged (logger ``kms_iface.database``) and left out;
@@ -30,13 +32,20 @@ a new, immutable routing table).
 Keys wrapped by a key-encryption key (KEK), an HSM key reached through its oracle
 (``kms_iface.key_wrapping``): ``wrap_key`` stores a key of the default store wrapped, so that
 ``find_wrapped_by(kek)`` lists it; ``unwrap_key`` returns its material (the HSM decrypts, so a
-sensitive KEK works). With ``key_encryption_key`` set (protection at rest), every key written to
-the default store (``create``, ``update_object``, and ``Create``/``Upsert``/``UpdateObject`` in
-``atomic``) is wrapped by that KEK first, and ``retrieve``/``retrieve_objects`` return it
-unwrapped: the store's files never hold plaintext key material. Public keys and certificates are
-stored as they are; a secret object the KEK cannot wrap (SecretData, an EC key, ...) is refused
-with ``NotSupportedError`` rather than stored in the clear. ``wrap_key`` and the updates are
-read-modify-write: concurrent writers of one key race (the last write wins).
+sensitive KEK works). Both need the key's owner, who must also own the KEK (an HSM admin does)
+or hold an Encrypt (wrap) or Decrypt (unwrap) grant on it: a stored object names its KEK, so
+without that check anyone could make the HSM decrypt anything.
+
+With ``key_encryption_key`` set (protection at rest), every key written to the default store
+(``create``, ``update_object``, and ``Create``/``Upsert``/``UpdateObject`` in ``atomic``) is
+wrapped by that KEK first, and ``retrieve``/``retrieve_objects`` return it unwrapped: the
+store's files never hold plaintext key material. The KEK must be an AES key; the wrapping is
+bound to the key's uid (AES-GCM AAD), so wrapped bytes copied from the files into another object
+do not unwrap. Public keys, certificates and metadata-only keys are stored as they are; a secret
+object the KEK cannot wrap (SecretData, an EC key, a key whose wrapping data leaves its value in
+the clear, ...) is refused with ``NotSupportedError`` rather than stored in the clear. Deleting
+a key held outside the default store (a KEK, perhaps) empties the unwrap cache. ``wrap_key`` and
+the updates are read-modify-write: concurrent writers of one key race (the last write wins).
 """
 
 from __future__ import annotations
@@ -57,15 +66,17 @@ from kms_iface.errors import (
     NotSupportedError,
     UnauthorizedError,
 )
+from kms_iface.hsm import KeyType
 from kms_iface.hsm_store import HsmStore
 from kms_iface.key_wrapping import unwrap_key_material, wrap_object
 from kms_iface.kmip.attributes import Attributes
-from kms_iface.kmip.enums import KmipOperation, State
-from kms_iface.kmip.objects import Certificate, CertificateRequest, Object, PublicKey
+from kms_iface.kmip.enums import KmipOperation, State, WrappingMethod
+from kms_iface.kmip.objects import Certificate, CertificateRequest, KeyBlock, Object, PublicKey
 from kms_iface.kmip.wrapping import UnwrappedKeyCache, unwrapped_object, wrapped_fingerprint
 from kms_iface.oracle import EncryptionOracle
 from kms_iface.pkcs11_hsm import Pkcs11Hsm
 from kms_iface.secrets import SecretBytes
+from kms_iface.stores._uids import new_uid
 from kms_iface.stores.base import (
     AtomicOperation,
     Create,
@@ -199,14 +210,21 @@ class Database(ObjectsStore, PermissionsStore):
             key_encryption_key=config.key_encryption_key,
             unwrap_cache_size=config.unwrap_cache_size,
         )
-        for instance, prefix in zip(config.hsm_instances, hsm_prefixes(config), strict=True):
-            if instance.library is None:
-                hsm = Pkcs11Hsm.from_profile(instance.model, instance.passwords())
-            else:
-                hsm = Pkcs11Hsm(instance.library, instance.passwords(), profile=instance.model)
-            hsm_store = HsmStore(hsm, list(instance.admins), config.vendor_id, prefix)
-            database.register_objects_store(prefix, hsm_store)
-            database.register_encryption_oracle(prefix, hsm_store)
+        built: list[Pkcs11Hsm] = []
+        try:
+            for instance, prefix in zip(config.hsm_instances, hsm_prefixes(config), strict=True):
+                if instance.library is None:
+                    hsm = Pkcs11Hsm.from_profile(instance.model, instance.passwords())
+                else:
+                    hsm = Pkcs11Hsm(instance.library, instance.passwords(), profile=instance.model)
+                built.append(hsm)
+                hsm_store = HsmStore(hsm, list(instance.admins), config.vendor_id, prefix)
+                database.register_objects_store(prefix, hsm_store)
+                database.register_encryption_oracle(prefix, hsm_store)
+        except BaseException:
+            for hsm in built:
+                hsm.close()  # unload the module and wipe the PINs of what was built
+            raise
         return database
 
     def __repr__(self) -> str:
@@ -363,8 +381,9 @@ class Database(ObjectsStore, PermissionsStore):
     ) -> str:
         """Create in the store of ``uid`` (the default store for ``uid=None``)."""
         store = self._default if uid is None else self.objects_store_for(uid)
-        if store is self._default:
-            object = await self._protect(object)
+        if store is self._default and self._kek is not None:
+            uid = new_uid() if uid is None else uid  # protection binds the wrapping to the uid
+            object = await self._protect(object, uid)
         return await store.create(uid, owner, object, attributes, tags)
 
     async def retrieve(self, uid: str) -> ObjectWithMetadata | None:
@@ -376,6 +395,7 @@ class Database(ObjectsStore, PermissionsStore):
             or self._kek is None
             or store is not self._default
             or found.object.wrapping_key_uid() != self._kek
+            or not _holds_wrapped_bytes(found.object)
         ):
             return found
         with await self._key_material(uid, found.object) as material:
@@ -417,9 +437,12 @@ class Database(ObjectsStore, PermissionsStore):
     ) -> None:
         store = self.objects_store_for(uid)
         if store is self._default:
-            object = await self._protect(object)
+            object = await self._protect(object, uid)
         self._unwrapped.invalidate(uid)
-        await store.update_object(uid, object, attributes, tags)
+        try:
+            await store.update_object(uid, object, attributes, tags)
+        finally:
+            self._unwrapped.invalidate(uid)  # a retrieve may have cached the old key meanwhile
 
     async def update_state(self, uid: str, state: State) -> None:
         await self.objects_store_for(uid).update_state(uid, state)
@@ -427,9 +450,24 @@ class Database(ObjectsStore, PermissionsStore):
     async def delete(self, uid: str) -> None:
         """Delete from the store of ``uid``, then drop its grants if they live elsewhere."""
         store = self.objects_store_for(uid)
-        self._unwrapped.invalidate(uid)
-        await store.delete(uid)
+        self._forget_unwrapped(store, [uid])
+        try:
+            await store.delete(uid)
+        finally:
+            self._forget_unwrapped(store, [uid])
         await self._forget_grants(store, [uid])
+
+    def _forget_unwrapped(self, store: ObjectsStore, uids: Iterable[str]) -> None:
+        """Drop cached key material the write of ``uids`` in ``store`` makes stale.
+
+        A key deleted outside the default store may be a KEK: every cached key goes, so that no
+        key wrapped by a destroyed KEK is unwrapped again.
+        """
+        if store is not self._default:
+            self._unwrapped.clear()
+            return
+        for uid in uids:
+            self._unwrapped.invalidate(uid)
 
     async def _forget_grants(
         self, store: ObjectsStore | PermissionsStore, uids: Iterable[str]
@@ -442,29 +480,31 @@ class Database(ObjectsStore, PermissionsStore):
                 await self._permissions.remove_operations(uid, user, operations)
 
     async def atomic(self, user: str, operations: Sequence[AtomicOperation]) -> list[str]:
-        """Run the batch in the store of its first operation; a batch over two stores raises."""
+        """Run the batch in the store of its uids (a Create without uid goes with them; the
+        default store when no operation names a uid); a batch over two stores raises."""
         if not operations:
             return []
         for op in operations:
             if not isinstance(op, _OPERATIONS):
                 raise InvalidRequestError(f"{type(op).__name__} is not an atomic operation")
-        routed = [
-            (op.uid, self._default if op.uid is None else self.objects_store_for(op.uid))
-            for op in operations
+        named = [
+            (op.uid, self.objects_store_for(op.uid)) for op in operations if op.uid is not None
         ]
-        first_uid, store = routed[0]
-        for uid, other in routed[1:]:
+        first_uid, store = named[0] if named else (None, self._default)
+        for uid, other in named[1:]:
             if other is not store:
                 raise InvalidRequestError(
                     "An atomic batch cannot span several stores: "
-                    f"{_name(first_uid)} and {_name(uid)} are in different stores"
+                    f"'{first_uid}' and '{uid}' are in different stores"
                 )
         if store is self._default and self._kek is not None:
             operations = [await self._protect_operation(op) for op in operations]
-        for op in operations:
-            if op.uid is not None:
-                self._unwrapped.invalidate(op.uid)
-        uids = await store.atomic(user, operations)
+        touched = [op.uid for op in operations if op.uid is not None]
+        self._forget_unwrapped(store, touched)
+        try:
+            uids = await store.atomic(user, operations)
+        finally:
+            self._forget_unwrapped(store, touched)
         await self._forget_grants(store, [op.uid for op in operations if isinstance(op, Delete)])
         return uids
 
@@ -473,30 +513,50 @@ class Database(ObjectsStore, PermissionsStore):
     async def wrap_key(self, key_uid: str, kek_uid: str, user: str) -> None:
         """Store the key ``key_uid`` of the default store wrapped by the KEK ``kek_uid``.
 
-        ``user`` must own the key. An AES KEK wraps with AES-GCM, an RSA KEK (its private key's
-        uid) with RSA-OAEP SHA-1; ``find_wrapped_by(kek_uid)`` lists the key afterwards.
+        ``user`` must own the key and may use the KEK (own it, as an HSM admin does, or hold an
+        Encrypt grant on it). An AES KEK wraps with AES-GCM, an RSA KEK (its private key's uid)
+        with RSA-OAEP SHA-1; ``find_wrapped_by(kek_uid)`` lists the key afterwards.
         """
         found = await self._owned_key(key_uid, user)
+        oracle = self._kek_oracle(kek_uid)
+        await self._check_kek_use(kek_uid, user, KmipOperation.Encrypt)
         obj = found.object
         kek = obj.wrapping_key_uid()
-        if kek is not None and kek == self._kek:
+        if kek is not None and kek == self._kek and _holds_wrapped_bytes(obj):
             with await self._key_material(key_uid, obj) as material:
                 obj = unwrapped_object(obj, material, found.attributes)
         elif kek is not None:
             raise InvalidRequestError(f"The key {key_uid} is already wrapped by {kek}")
-        wrapped = await wrap_object(self._kek_oracle(kek_uid), kek_uid, obj)
+        wrapped = await wrap_object(oracle, kek_uid, obj, self._binding(kek_uid, key_uid))
         self._unwrapped.invalidate(key_uid)
-        await self._default.update_object(key_uid, wrapped, found.attributes)
+        try:
+            await self._default.update_object(key_uid, wrapped, found.attributes)
+        finally:
+            self._unwrapped.invalidate(key_uid)
 
     async def unwrap_key(self, key_uid: str, user: str) -> SecretBytes:
-        """The key material of the wrapped key ``key_uid`` (``user`` must own it).
+        """The key material of the wrapped key ``key_uid``.
 
-        Raw bytes for a symmetric key, PKCS#1 DER for an RSA private key, in a buffer the caller
-        owns (wipe it after use). Works with a sensitive HSM KEK: the HSM decrypts.
+        ``user`` must own the key and may decrypt with its KEK (own it, or hold a Decrypt grant
+        on it): the KEK and its parameters come from the stored object, so without that check
+        anyone could make the HSM decrypt anything. Raw bytes for a symmetric key, PKCS#1 DER for
+        an RSA private key, in a buffer the caller owns (wipe it after use). A sensitive HSM KEK
+        works: the HSM decrypts.
         """
         found = await self._owned_key(key_uid, user)
-        if not found.object.is_wrapped():
+        kek = found.object.wrapping_key_uid()
+        if kek is None or not _holds_wrapped_bytes(found.object):
             raise InvalidRequestError(f"The key {key_uid} is not wrapped")
+        oracle = self._kek_oracle(kek)
+        try:
+            await self._check_kek_use(kek, user, KmipOperation.Decrypt)
+        except UnauthorizedError:
+            # The owner of the key already knows its KEK's uid: say when that KEK is gone.
+            if await oracle.get_key_type(kek) is None:
+                raise InvalidRequestError(
+                    f"Cannot unwrap {key_uid}: its key-encryption key {kek} does not exist"
+                ) from None
+            raise
         return await self._key_material(key_uid, found.object)
 
     async def _owned_key(self, key_uid: str, user: str) -> ObjectWithMetadata:
@@ -514,6 +574,18 @@ class Database(ObjectsStore, PermissionsStore):
             raise UnauthorizedError(f"The key {key_uid} is not owned by {user}")
         return found
 
+    async def _check_kek_use(self, kek_uid: str, user: str, operation: KmipOperation) -> None:
+        """``user`` owns the KEK (an HSM admin does) or holds ``operation`` on it."""
+        store = self._stores.match(kek_uid) if "::" in kek_uid else None
+        if store is not None and await store.is_object_owned_by(kek_uid, user):
+            return
+        granted = await self._permissions.list_user_operations_on_object(kek_uid, user, False)
+        if operation not in granted:
+            raise UnauthorizedError(
+                f"{user} may not use the key-encryption key {kek_uid} "
+                f"(an owner or a {operation.name} grant is needed)"
+            )
+
     def _kek_oracle(self, kek_uid: str) -> EncryptionOracle:
         if type(kek_uid) is not str or not kek_uid:
             raise InvalidRequestError("the key-encryption key uid must be a non-empty string")
@@ -526,6 +598,15 @@ class Database(ObjectsStore, PermissionsStore):
             )
         return oracle
 
+    def _binding(self, kek_uid: str, uid: str) -> bytes | None:
+        """The AAD of a wrapping: the key's uid for the protection-at-rest KEK, else none.
+
+        Binding the uid stops wrapped bytes copied from the store's files into another object
+        from being unwrapped by ``retrieve``; ``wrap_key`` with any other KEK keeps Cosmian's
+        form (no AAD) and relies on the KEK permission check instead.
+        """
+        return uid.encode() if kek_uid == self._kek else None
+
     async def _key_material(self, uid: str, stored: Object) -> SecretBytes:
         """The unwrapped material of ``stored``, from the cache when the object is unchanged."""
         fingerprint = wrapped_fingerprint(stored)
@@ -534,16 +615,30 @@ class Database(ObjectsStore, PermissionsStore):
             return cached
         kek = stored.wrapping_key_uid()
         assert kek is not None
-        material = await unwrap_key_material(self._kek_oracle(kek), uid, stored)
+        material = await unwrap_key_material(
+            self._kek_oracle(kek), uid, stored, self._binding(kek, uid)
+        )
         self._unwrapped.put(uid, fingerprint, material)
         return material
 
-    async def _protect(self, obj: Object) -> Object:
+    async def _protect(self, obj: Object, uid: str) -> Object:
         """``obj`` as protection at rest stores it: wrapped by the KEK when it holds secrets."""
-        if self._kek is None or isinstance(obj, _PUBLIC) or obj.is_wrapped():
+        if self._kek is None or isinstance(obj, _PUBLIC) or _metadata_only(obj):
             return obj
+        if obj.is_wrapped():
+            if _holds_wrapped_bytes(obj):
+                return obj  # already ciphertext (and bound to its uid if it names our KEK)
+            raise NotSupportedError(
+                "Protection at rest (key_encryption_key) cannot store a key whose key wrapping "
+                "data leaves its key value in the clear"
+            )
+        oracle = self._kek_oracle(self._kek)
+        if await oracle.get_key_type(self._kek) is not KeyType.AES_KEY:
+            raise NotSupportedError(
+                f"Protection at rest needs an AES key-encryption key: {self._kek} is not one"
+            )
         try:
-            return await wrap_object(self._kek_oracle(self._kek), self._kek, obj)
+            return await wrap_object(oracle, self._kek, obj, uid.encode())
         except NotSupportedError as exc:
             raise NotSupportedError(
                 f"Protection at rest (key_encryption_key) cannot wrap this object, so it is not "
@@ -551,8 +646,11 @@ class Database(ObjectsStore, PermissionsStore):
             ) from None
 
     async def _protect_operation(self, op: AtomicOperation) -> AtomicOperation:
+        if isinstance(op, Create) and op.uid is None:
+            op = msgspec.structs.replace(op, uid=new_uid())
         if isinstance(op, (Create, Upsert, UpdateObject)):
-            return msgspec.structs.replace(op, object=await self._protect(op.object))
+            assert op.uid is not None
+            return msgspec.structs.replace(op, object=await self._protect(op.object, op.uid))
         return op
 
     async def is_object_owned_by(self, uid: str, owner: str) -> bool:
@@ -560,6 +658,8 @@ class Database(ObjectsStore, PermissionsStore):
 
     async def list_uids_for_tags(self, tags: Iterable[str]) -> set[str]:
         """The uids having every tag, from every store."""
+        if isinstance(tags, str):
+            raise InvalidRequestError("tags must be an iterable of tags, not one str")
         wanted = set(tags)
         found: set[str] = set()
         for uids in await self._ask_all(
@@ -648,8 +748,22 @@ class Database(ObjectsStore, PermissionsStore):
         )
 
 
-def _name(uid: str | None) -> str:
-    return "a Create without uid" if uid is None else f"'{uid}'"
+def _metadata_only(obj: Object) -> bool:
+    """A key block without key value (a destroyed key's metadata): nothing secret in it."""
+    block = getattr(obj, "block", None)
+    return isinstance(block, KeyBlock) and block.key_value is None
+
+
+def _holds_wrapped_bytes(obj: Object) -> bool:
+    """Wrapped for real: KeyWrappingData says Encrypt with a key, and the value is ciphertext."""
+    block = obj.key_block()
+    data = block.key_wrapping_data
+    return (
+        data is not None
+        and data.wrapping_method == WrappingMethod.Encrypt
+        and data.encryption_key_information is not None
+        and isinstance(block.key_value, bytes)
+    )
 
 
 def _say(exc: Exception) -> str:

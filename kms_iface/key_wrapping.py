@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from kms_iface.errors import InterfaceError, InvalidRequestError
+from kms_iface.errors import InterfaceError, InvalidRequestError, NotSupportedError
 from kms_iface.hsm import CryptoAlgorithm, KeyType
 from kms_iface.kmip.attributes import CryptographicParameters
 from kms_iface.kmip.enums import (
@@ -51,28 +51,37 @@ async def _parameters(oracle: EncryptionOracle, kek_uid: str) -> CryptographicPa
     raise InvalidRequestError(f"The key-encryption key {kek_uid} does not exist")
 
 
-async def wrap_object(oracle: EncryptionOracle, kek_uid: str, obj: Object) -> Object:
-    """``obj`` with its key material encrypted by the KEK ``kek_uid`` (held by ``oracle``)."""
+async def wrap_object(
+    oracle: EncryptionOracle, kek_uid: str, obj: Object, aad: bytes | None = None
+) -> Object:
+    """``obj`` with its key material encrypted by the KEK ``kek_uid`` (held by ``oracle``).
+
+    ``aad`` (AES KEKs only) binds the wrapping to something the unwrapper must present again.
+    """
     parameters = await _parameters(oracle, kek_uid)
     algorithm = CryptoAlgorithm.from_kmip(parameters)
+    if aad is not None and algorithm is not CryptoAlgorithm.AES_GCM:
+        raise NotSupportedError(f"binding data to a wrapping needs an AES KEK: {kek_uid} is not")
     with key_material_bytes(obj) as plaintext, memoryview(plaintext) as view:
-        encrypted = await oracle.encrypt(kek_uid, view, algorithm)
+        encrypted = await oracle.encrypt(kek_uid, view, algorithm, aad)
     wrapped = b"".join(
         part for part in (encrypted.iv, encrypted.ciphertext, encrypted.tag) if part is not None
     )
     return wrapped_object(obj, wrapped, kek_uid, parameters)
 
 
-async def unwrap_key_material(oracle: EncryptionOracle, uid: str, stored: Object) -> SecretBytes:
+async def unwrap_key_material(
+    oracle: EncryptionOracle, uid: str, stored: Object, aad: bytes | None = None
+) -> SecretBytes:
     """The plaintext key material of the wrapped ``stored`` (the object of ``uid``).
 
-    A KEK that is gone, or a ciphertext it does not open, raises ``InvalidRequestError`` naming
-    both uids (the oracle's error is chained).
+    ``aad``: what the wrapping was bound to. A KEK that is gone, or a ciphertext it does not
+    open, raises ``InvalidRequestError`` naming both uids (the oracle's error is chained).
     """
     kek_uid, parameters, wrapped = wrapping_parameters(stored)
     algorithm = CryptoAlgorithm.from_kmip(parameters)
     try:
-        return await oracle.decrypt(kek_uid, wrapped, algorithm)
+        return await oracle.decrypt(kek_uid, wrapped, algorithm, aad)
     except InterfaceError as exc:
         if await oracle.get_key_type(kek_uid) is None:
             raise InvalidRequestError(

@@ -135,6 +135,8 @@ MAX_RANDOM_BYTES: Final = 1 << 20
 def _buffer(value: object, name: str) -> None:
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise InvalidRequestError(f"{name} must be bytes-like, not {type(value).__name__}")
+    if type(value) is memoryview and not value.c_contiguous:
+        raise InvalidRequestError(f"{name} must be a contiguous buffer")
 
 
 def _optional_buffer(value: object, name: str) -> None:
@@ -558,7 +560,12 @@ class _Slot:
         """
         kind = jobs[start].batch
         end = start + 1
-        while end < len(jobs) and jobs[end].batch == kind:
+        while (
+            end < len(jobs)
+            and jobs[end].batch == kind
+            and jobs[end].cost < MAX_BATCH_BYTES  # a heavy job starts a pass of its own
+            and jobs[start].cost < MAX_BATCH_BYTES
+        ):
             end += 1
         # Half the run per pass: the tasks of the first half are woken (and queue their next
         # operation) while the core runs the second half without the GIL.
@@ -580,8 +587,10 @@ class _Slot:
                 outs: list[Any] = run_many(
                     session, handles, [job.args[2] for job in ready], [job.args[3] for job in ready]
                 )
-            except HsmError:
-                outs = [None] * len(ready)  # the one-by-one path recovers the session
+            except Exception:
+                # A lost session, or one job's unusable buffer: the one-by-one path gives each
+                # job its own outcome (and recovers the session).
+                outs = [None] * len(ready)
             for job, out in zip(ready, outs, strict=True):
                 if out is None:
                     left.append(job)
@@ -984,9 +993,11 @@ class Pkcs11Hsm(HSM, MacCapable):
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._close)
+            await anyio.to_thread.run_sync(self.close)
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """``aclose`` for code without an event loop (blocking: never call it from one)."""
+        self._closed = True
         with self._slots_lock:
             states = list(self._slots.values())
             self._slots.clear()

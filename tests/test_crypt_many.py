@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kms_iface import (
     CryptoAlgorithm,
     DecryptionError,
+    EncryptedContent,
     HsmKeyAlgorithm,
     InvalidRequestError,
     Mechanism,
@@ -203,11 +204,18 @@ async def test_concurrent_gcm_calls_share_passes_and_each_gets_its_outcome(
         assert opened[i] == messages[i]
 
 
-async def test_a_key_deleted_between_passes_is_found_missing(hsm: Pkcs11Hsm, slot: int) -> None:
+async def test_a_key_destroyed_behind_the_cache_is_found_missing(
+    hsm: Pkcs11Hsm, slot: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cached handle goes stale inside a pass: each job falls back and reports the key gone."""
     key_id = f"gone-{uuid.uuid4().hex}"
     await hsm.create_key(slot, key_id, HsmKeyAlgorithm.AES, 256, False)
     await hsm.encrypt(slot, key_id, GCM, b"warm")
-    await hsm.delete(slot, key_id)
+    state = hsm.slot_state(slot)
+    with state.pool.session() as session:
+        handle = state.keyed(session, key_id.encode(), "aes", lambda _, found: found)
+        session.destroy_object(handle)  # the handle cache does not know
+    passes, _ = record_passes(monkeypatch, "gcm_encrypt_many")
     results: list[BaseException | None] = []
 
     async def seal() -> None:
@@ -220,5 +228,51 @@ async def test_a_key_deleted_between_passes_is_found_missing(hsm: Pkcs11Hsm, slo
     async with anyio.create_task_group() as group:
         for _ in range(8):
             group.start_soon(seal)
+    assert passes  # the stale handle was met in a pass
     assert len(results) == 8
     assert all(isinstance(r, InvalidRequestError) for r in results)
+
+
+async def test_one_bad_input_fails_alone(hsm: Pkcs11Hsm, slot: int) -> None:
+    key_id = f"bad-{uuid.uuid4().hex}"
+    await hsm.create_key(slot, key_id, HsmKeyAlgorithm.AES, 256, False)
+    await hsm.encrypt(slot, key_id, GCM, b"warm")
+    outcomes: dict[int, object] = {}
+
+    async def seal(i: int) -> None:
+        data: Any = memoryview(bytes(64))[::2] if i == 5 else bytes(64)
+        try:
+            outcomes[i] = await hsm.encrypt(slot, key_id, GCM, data)
+        except InvalidRequestError as exc:
+            outcomes[i] = exc
+
+    async with anyio.create_task_group() as group:
+        for i in range(24):
+            group.start_soon(seal, i)
+    assert str(outcomes.pop(5)) == "Invalid Request: data must be a contiguous buffer"
+    assert all(isinstance(outcome, EncryptedContent) for outcome in outcomes.values())
+
+
+async def test_a_pass_that_breaks_leaves_every_job_to_the_one_by_one_path(
+    hsm: Pkcs11Hsm, slot: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection (no real token fails this way): the pass raises a non-HSM error."""
+    key_id = f"broken-{uuid.uuid4().hex}"
+    await hsm.create_key(slot, key_id, HsmKeyAlgorithm.AES, 256, False)
+    await hsm.encrypt(slot, key_id, GCM, b"warm")
+    calls: list[int] = []
+
+    def broken(session: Session, keys: list[int], *rest: Any) -> Any:
+        calls.append(len(keys))
+        raise MemoryError
+
+    monkeypatch.setattr(hsm_ops, "gcm_encrypt_many", broken)
+    sealed: list[EncryptedContent] = []
+
+    async def seal() -> None:
+        sealed.append(await hsm.encrypt(slot, key_id, GCM, b"data"))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(16):
+            group.start_soon(seal)
+    assert calls and len(sealed) == 16

@@ -30,8 +30,10 @@ from kms_iface.kmip import (
     CryptographicAlgorithm,
     KeyBlock,
     KeyFormatType,
+    KmipOperation,
     PlainKeyValue,
     PrivateKey,
+    PublicKey,
     SymmetricKey,
     TransparentSymmetricKey,
     symmetric_key_object,
@@ -98,6 +100,16 @@ def aes_request() -> tuple[SymmetricKey, Attributes]:
     return symmetric_key_object(bytes(32)), attributes
 
 
+def public_request() -> tuple[PublicKey, Attributes]:
+    obj = PublicKey(
+        block=KeyBlock(
+            key_format_type=KeyFormatType.TransparentRSAPublicKey,
+            cryptographic_algorithm=CryptographicAlgorithm.RSA,
+        )
+    )
+    return obj, Attributes(cryptographic_algorithm=CryptographicAlgorithm.RSA)
+
+
 def rsa_request() -> tuple[PrivateKey, Attributes]:
     obj = PrivateKey(
         block=KeyBlock(
@@ -129,7 +141,11 @@ async def test_hsm_keys_and_wrapped_database_keys(database: Database, slot: int)
     assert await database.retrieve(kek) is None
     assert await database.retrieve(sk) is None
     assert await database.create(kek, ADMIN, *aes_request(), ()) == kek
-    assert await database.atomic(ADMIN, [Create(sk, *rsa_request(), set())]) == [sk, sk + "_pk"]
+    public = Create(None, *public_request(), set())  # the pair's public half goes with sk
+    assert await database.atomic(ADMIN, [Create(sk, *rsa_request(), set()), public]) == [
+        sk,
+        sk + "_pk",
+    ]
     oracle = database.encryption_oracle(kek)
     assert oracle is not None
     assert await oracle.get_key_type(kek) is KeyType.AES_KEY
@@ -137,8 +153,12 @@ async def test_hsm_keys_and_wrapped_database_keys(database: Database, slot: int)
     stub = await database.retrieve(kek)
     assert stub is not None and stub.attributes.sensitive is True  # never exported
 
-    # 100 database keys, each wrapped by the sensitive HSM KEK.
+    # 100 database keys, each wrapped by the sensitive HSM KEK, which Alice may use.
     keys: dict[str, bytes] = {}
+    some_key = await database.create(None, ALICE, symmetric_key_object(bytes(32)), Attributes(), ())
+    with pytest.raises(UnauthorizedError, match="may not use the key-encryption key"):
+        await database.wrap_key(some_key, kek, ALICE)
+    await database.grant_operations(kek, ALICE, {KmipOperation.Encrypt, KmipOperation.Decrypt})
     for _ in range(100):
         key = os.urandom(32)
         uid = await database.create(None, ALICE, symmetric_key_object(key), Attributes(), ())
@@ -158,8 +178,7 @@ async def test_hsm_keys_and_wrapped_database_keys(database: Database, slot: int)
     # Destroying the KEK makes every wrapped key unreadable, with an error saying why.
     await database.delete(kek)
     assert await database.retrieve(kek) is None
-    some = next(iter(keys))
-    database._unwrapped.clear()
+    some = list(keys)[-1]  # its material is in the unwrap cache: deleting the KEK dropped it
     with pytest.raises(InvalidRequestError, match=f"its key-encryption key {kek} does not exist"):
         await database.unwrap_key(some, ALICE)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +28,19 @@ from kms_iface import (
     NotSupportedError,
     UnauthorizedError,
     UpdateObject,
+    Upsert,
 )
 from kms_iface.database import Database
-from kms_iface.hsm_oracle import HsmEncryptionOracle
+from kms_iface.hsm_store import HsmStore
 from kms_iface.kmip import (
     Attributes,
     ByteStringKeyMaterial,
     CryptographicAlgorithm,
+    EncryptionKeyInformation,
     KeyBlock,
     KeyFormatType,
+    KeyWrappingData,
+    KmipOperation,
     Object,
     ObjectType,
     PlainKeyValue,
@@ -44,11 +48,14 @@ from kms_iface.kmip import (
     PublicKey,
     SecretData,
     SecretDataType,
+    State,
     SymmetricKey,
     TransparentRSAPrivateKey,
     TransparentRSAPublicKey,
     TransparentSymmetricKey,
+    WrappingMethod,
     symmetric_key_object,
+    wrapped_object,
 )
 from kms_iface.oracle import Data, EncryptionOracle
 from kms_iface.pkcs11.softhsm import SoftHsmToken
@@ -58,6 +65,8 @@ from kms_iface.stores import LmdbStore
 from tests.store_conformance.model import OWNER, STRANGER, key_attributes
 
 PREFIX = "hsm"
+ADMIN = "hsm-admin@example.org"
+BOTH = (KmipOperation.Encrypt, KmipOperation.Decrypt)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -76,9 +85,11 @@ class Setup:
     def kek(self, key_id: str) -> str:
         return f"{PREFIX}::{self.slot}::{key_id}"
 
-    async def aes_kek(self) -> str:
+    async def aes_kek(self, grant: Iterable[KmipOperation] = BOTH) -> str:
+        """A sensitive HSM AES key; OWNER may use it for ``grant``."""
         key_id = f"kek-{uuid.uuid4().hex}"
         await self.hsm.create_key(self.slot, key_id, HsmKeyAlgorithm.AES, 256, True)
+        await self.db.grant_operations(self.kek(key_id), OWNER, set(grant))
         return self.kek(key_id)
 
     async def rsa_kek(self) -> str:
@@ -86,16 +97,20 @@ class Setup:
         await self.hsm.create_keypair(
             self.slot, key_id, key_id + "_pk", HsmKeypairAlgorithm.RSA, 2048, True
         )
+        await self.db.grant_operations(self.kek(key_id), OWNER, set(BOTH))
         return self.kek(key_id)
 
 
 async def _setup(
     tmp_path: Path, token: SoftHsmToken, slot: int, **options: object
 ) -> AsyncIterator[Setup]:
+    """A router over an LMDB store, with the test token as an HsmStore (ADMIN is its admin)."""
     store = LmdbStore(tmp_path / "store")
     db = Database(store, store, **options)  # type: ignore[arg-type]
     async with Pkcs11Hsm(token.module, {slot: token.user_pin}) as hsm, db:
-        db.register_encryption_oracle(PREFIX, HsmEncryptionOracle(hsm, PREFIX))
+        hsm_store = HsmStore(hsm, [ADMIN], "cosmian", PREFIX)
+        db.register_objects_store(PREFIX, hsm_store)
+        db.register_encryption_oracle(PREFIX, hsm_store)
         yield Setup(db, hsm, slot, store, tmp_path / "store")
 
 
@@ -270,12 +285,16 @@ async def test_wrap_key_refusals_leave_the_key_as_it_was(setup: Setup) -> None:
     kek = await setup.aes_kek()
     _, obj = aes_key("x")
     uid = await setup.db.create(None, OWNER, obj, key_attributes(), ())
+    admins_uid = await setup.db.create(None, ADMIN, aes_key("y")[1], key_attributes(), ())
     before = await setup.db.default_store.retrieve(uid)
     cases: list[tuple[str, str, str, type[Exception], str]] = [
         (uid, kek, STRANGER, UnauthorizedError, f"The key {uid} is not owned by {STRANGER}"),
         ("missing", kek, OWNER, InvalidRequestError, "The key missing does not exist"),
-        (uid, kek + "_pk", OWNER, InvalidRequestError, "does not exist"),
-        (uid, setup.kek("nope"), OWNER, InvalidRequestError, "does not exist"),
+        # Without a right on a KEK, nobody learns whether it exists.
+        (uid, kek + "_pk", OWNER, UnauthorizedError, "may not use the key-encryption key"),
+        (uid, setup.kek("nope"), OWNER, UnauthorizedError, "an owner or a Encrypt grant"),
+        (admins_uid, kek + "_pk", ADMIN, InvalidRequestError, "does not exist"),
+        (admins_uid, setup.kek("nope"), ADMIN, InvalidRequestError, "does not exist"),
         (uid, "hsm::utimaco::0::k", OWNER, InvalidRequestError, "slot_id must be a valid"),
         (uid, "other::0::k", OWNER, InvalidRequestError, "No encryption oracle holds"),
         (uid, "plain-uid", OWNER, InvalidRequestError, "No encryption oracle holds"),
@@ -287,12 +306,42 @@ async def test_wrap_key_refusals_leave_the_key_as_it_was(setup: Setup) -> None:
     assert await setup.db.default_store.retrieve(uid) == before
 
 
+async def test_the_kek_rights_are_checked_for_each_direction(setup: Setup) -> None:
+    encrypt_only = await setup.aes_kek(grant=[KmipOperation.Encrypt])
+    nothing = await setup.aes_kek(grant=[])
+    key, obj = aes_key("r")
+    uid = await setup.db.create(None, OWNER, obj, key_attributes(), ())
+    with pytest.raises(UnauthorizedError, match="an owner or a Encrypt grant is needed"):
+        await setup.db.wrap_key(uid, nothing, OWNER)
+    await setup.db.wrap_key(uid, encrypt_only, OWNER)
+    with pytest.raises(UnauthorizedError, match="an owner or a Decrypt grant is needed"):
+        await setup.db.unwrap_key(uid, OWNER)
+    await setup.db.grant_operations(encrypt_only, OWNER, {KmipOperation.Decrypt})
+    with await setup.db.unwrap_key(uid, OWNER) as material:
+        assert material == key
+
+
+async def test_a_forged_wrapped_key_does_not_make_the_hsm_decrypt_for_anyone(
+    setup: Setup,
+) -> None:
+    """The KEK a stored object names is the client's choice: the right to use it is checked."""
+    kek = await setup.aes_kek(grant=[])
+    oracle = setup.db.encryption_oracle(kek)
+    assert oracle is not None
+    secret = await oracle.encrypt(kek, b"the admin's secret", CryptoAlgorithm.AES_GCM)
+    blob = (secret.iv or b"") + secret.ciphertext + (secret.tag or b"")
+    forged = wrapped_object(symmetric_key_object(bytes(32)), blob, kek)
+    uid = await setup.db.create(None, OWNER, forged, key_attributes(), ())
+    with pytest.raises(UnauthorizedError, match="may not use the key-encryption key"):
+        await setup.db.unwrap_key(uid, OWNER)
+
+
 async def test_an_rsa_public_kek_is_refused_by_name(setup: Setup) -> None:
     kek = await setup.rsa_kek()
     _, obj = aes_key("p")
-    uid = await setup.db.create(None, OWNER, obj, key_attributes(), ())
+    uid = await setup.db.create(None, ADMIN, obj, key_attributes(), ())
     with pytest.raises(InvalidRequestError, match="is an RSA public key: name its private key"):
-        await setup.db.wrap_key(uid, kek + "_pk", OWNER)
+        await setup.db.wrap_key(uid, kek + "_pk", ADMIN)
 
 
 async def test_an_unrouted_hsm_kek_gets_the_routers_error(
@@ -332,8 +381,8 @@ async def test_unwrap_fails_clearly_once_the_kek_is_gone(setup: Setup) -> None:
     _, obj = aes_key("g")
     uid = await setup.db.create(None, OWNER, obj, key_attributes(), ())
     await setup.db.wrap_key(uid, kek, OWNER)
-    setup.db._unwrapped.clear()
-    await setup.hsm.delete(setup.slot, kek.rsplit("::", 1)[1])
+    await setup.db.unwrap_key(uid, OWNER)  # now in the unwrap cache
+    await setup.db.delete(kek)  # through the router: it forgets every unwrapped key
     with pytest.raises(
         InvalidRequestError, match=f"Cannot unwrap {uid}: its key-encryption key {kek} does not"
     ):
@@ -499,3 +548,97 @@ def test_a_bad_key_encryption_key_setting_is_refused(tmp_path: Path) -> None:
             Database(store, store, key_encryption_key=bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequestError):
         Database(store, store, unwrap_cache_size=-1)
+
+
+@pytest.fixture
+async def at_rest(
+    anyio_backend: str, tmp_path: Path, token: SoftHsmToken, slot: int
+) -> AsyncIterator[Setup]:
+    """A router whose default store is protected at rest by a sensitive HSM AES key."""
+    async with Pkcs11Hsm(token.module, {slot: token.user_pin}) as hsm:
+        kek_id = f"rest-{uuid.uuid4().hex}"
+        await hsm.create_key(slot, kek_id, HsmKeyAlgorithm.AES, 256, True)
+    kek = f"{PREFIX}::{slot}::{kek_id}"
+    async for setup in _setup(tmp_path, token, slot, key_encryption_key=kek, unwrap_cache_size=4):
+        yield setup
+
+
+def with_wrapping_data(obj: SymmetricKey, method: WrappingMethod, kek: str) -> SymmetricKey:
+    """``obj`` claiming to be wrapped while its key value stays in the clear."""
+    data = KeyWrappingData(
+        wrapping_method=method, encryption_key_information=EncryptionKeyInformation(kek)
+    )
+    return msgspec.structs.replace(
+        obj, block=msgspec.structs.replace(obj.block, key_wrapping_data=data)
+    )
+
+
+async def test_at_rest_upsert_and_update_are_wrapped_too(at_rest: Setup) -> None:
+    first, obj = aes_key("one")
+    uid = await at_rest.db.create(None, OWNER, obj, key_attributes(), ())
+    second, replaced = aes_key("two")
+    await at_rest.db.update_object(uid, replaced, key_attributes())
+    third, upserted = aes_key("three")
+    await at_rest.db.atomic(OWNER, [Upsert(uid, upserted, key_attributes(), None, State.PreActive)])
+    found = await at_rest.db.retrieve(uid)
+    assert found is not None and key_bytes(found.object) == third
+    for secret in (first, second, third):
+        assert not files_hold(at_rest.path, secret)
+
+
+async def test_at_rest_refuses_keys_that_only_claim_to_be_wrapped(at_rest: Setup) -> None:
+    kek = at_rest.db._kek
+    assert kek is not None
+    for method in (WrappingMethod.Encrypt, WrappingMethod.MACSign):
+        key, obj = aes_key("claim")
+        claiming = with_wrapping_data(obj, method, kek)
+        with pytest.raises(NotSupportedError, match="leaves its key value in the clear"):
+            await at_rest.db.create(None, OWNER, claiming, key_attributes(), ())
+        assert not files_hold(at_rest.path, key)
+
+
+async def test_at_rest_wrapped_bytes_do_not_unwrap_under_another_uid(at_rest: Setup) -> None:
+    """The wrapping is bound to the uid: bytes copied from the files into a new object fail."""
+    key, obj = aes_key("victim")
+    victim = await at_rest.db.create(None, OWNER, obj, key_attributes(), ())
+    stolen = await at_rest.db.default_store.retrieve(victim)
+    assert stolen is not None and stolen.object.is_wrapped()
+    await at_rest.db.create("copy", STRANGER, stolen.object, key_attributes(), ())
+    with pytest.raises(InvalidRequestError, match="Cannot unwrap copy with its key-encryption"):
+        await at_rest.db.retrieve("copy")
+    found = await at_rest.db.retrieve(victim)
+    assert found is not None and key_bytes(found.object) == key
+
+
+async def test_at_rest_keeps_a_metadata_only_key_as_it_is(at_rest: Setup) -> None:
+    _, obj = aes_key("m")
+    uid = await at_rest.db.create(None, OWNER, obj, key_attributes(), ())
+    emptied = msgspec.structs.replace(obj, block=msgspec.structs.replace(obj.block, key_value=None))
+    await at_rest.db.update_object(uid, emptied, key_attributes())
+    found = await at_rest.db.retrieve(uid)
+    assert found is not None and found.object.key_block().key_value is None
+
+
+async def test_at_rest_needs_an_aes_kek(
+    anyio_backend: str, tmp_path: Path, token: SoftHsmToken, slot: int
+) -> None:
+    key_id = f"rest-rsa-{uuid.uuid4().hex}"
+    async with Pkcs11Hsm(token.module, {slot: token.user_pin}) as hsm:
+        await hsm.create_keypair(slot, key_id, key_id + "_pk", HsmKeypairAlgorithm.RSA, 2048, True)
+    kek = f"{PREFIX}::{slot}::{key_id}"
+    async for setup in _setup(tmp_path, token, slot, key_encryption_key=kek):
+        key, obj = aes_key("n")
+        with pytest.raises(NotSupportedError, match="needs an AES key-encryption key"):
+            await setup.db.create(None, OWNER, obj, key_attributes(), ())
+        assert not files_hold(setup.path, key)
+
+
+async def test_deleting_the_at_rest_kek_forgets_every_cached_key(at_rest: Setup) -> None:
+    _, obj = aes_key("c")
+    uid = await at_rest.db.create(None, OWNER, obj, key_attributes(), ())
+    assert await at_rest.db.retrieve(uid) is not None  # unwrapped and cached
+    kek = at_rest.db._kek
+    assert kek is not None
+    await at_rest.db.delete(kek)
+    with pytest.raises(InvalidRequestError, match=f"its key-encryption key {kek} does not exist"):
+        await at_rest.db.retrieve(uid)
