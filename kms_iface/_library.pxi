@@ -273,6 +273,7 @@ cdef class Library:
         cdef CK_MECHANISM_TYPE mech = mechanism
         cdef CK_RV rv
         self._ready()
+        memset(&info, 0, sizeof(info))  # some modules add flags to what is there (SoftHSM2)
         with nogil:
             rv = self._fl.C_GetMechanismInfo(slot, mech, &info)
         _check(rv, "C_GetMechanismInfo")

@@ -39,6 +39,7 @@ from typing import Final, NamedTuple, TypeAlias
 
 import msgspec
 
+from kms_iface.der import integer_sequence
 from kms_iface.errors import InvalidRequestError, NotSupportedError
 from kms_iface.kmip._struct import kmip_name
 from kms_iface.kmip.attributes import Attributes, CryptographicParameters
@@ -302,7 +303,6 @@ _RSA_INTEGERS: Final = (
 )
 _SEQUENCE: Final = 0x30
 _INTEGER: Final = 0x02
-_VERSION_0: Final = b"\x02\x01\x00"
 _MAX_LENGTH_OCTETS: Final = 4  # 4 GiB: far beyond any key, and keeps lengths small
 
 
@@ -315,19 +315,7 @@ def _rsa_private_key_der(key: TransparentRSAPrivateKey) -> SecretBytes:
             f"{', '.join(missing)} (import it with its CRT parameters, or as PKCS1)"
         )
     magnitudes = [_magnitude(getattr(key, field), kmip_name(field)) for field in _RSA_INTEGERS]
-    # DER integers are signed: a magnitude whose top bit is set gets a leading zero byte.
-    sizes = [len(m) + (m[0] >> 7) for m in magnitudes]
-    body = len(_VERSION_0) + sum(_header_size(size) + size for size in sizes)
-    der = SecretBytes(_header_size(body) + body)  # zero-filled: the padding bytes are in place
-    with memoryview(der) as out:
-        pos = _write_header(out, 0, _SEQUENCE, body)
-        out[pos : pos + len(_VERSION_0)] = _VERSION_0
-        pos += len(_VERSION_0)
-        for magnitude, size in zip(magnitudes, sizes, strict=True):
-            pos = _write_header(out, pos, _INTEGER, size) + size - len(magnitude)
-            out[pos : pos + len(magnitude)] = magnitude
-            pos += len(magnitude)
-    return der
+    return integer_sequence([b"", *magnitudes])  # version 0, then the eight integers
 
 
 def _magnitude(value: SecretBytes | bytes, name: str) -> memoryview:
@@ -339,22 +327,6 @@ def _magnitude(value: SecretBytes | bytes, name: str) -> memoryview:
     if start == len(view):
         raise InvalidRequestError(f"the RSA integer {name} is zero")
     return view[start:]
-
-
-def _header_size(length: int) -> int:
-    return 2 if length < 0x80 else 2 + (length.bit_length() + 7) // 8
-
-
-def _write_header(out: memoryview, pos: int, tag: int, length: int) -> int:
-    """Write a tag and a definite minimal length at ``pos``; the position after them."""
-    out[pos] = tag
-    if length < 0x80:
-        out[pos + 1] = length
-        return pos + 2
-    octets = (length.bit_length() + 7) // 8
-    out[pos + 1] = 0x80 | octets
-    out[pos + 2 : pos + 2 + octets] = length.to_bytes(octets, "big")
-    return pos + 2 + octets
 
 
 def _malformed(reason: str) -> InvalidRequestError:
