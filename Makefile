@@ -74,7 +74,8 @@ pytest: build wheelhouse
 test: lint typecheck pytest
 
 bench: build
-	$(PY) benches/run.py $(BENCH_ARGS)
+	@mkdir -p build/bench
+	$(VENV)/bin/kms-iface bench --json build/bench/pkcs11.json --plot build/bench/pkcs11.png $(BENCH_ARGS)
 	$(PY) benches/store_bench.py $(STORE_BENCH_ARGS)
 	$(PY) benches/codec_bench.py $(CODEC_BENCH_ARGS)
 	$(PY) benches/hsm_bench.py $(HSM_BENCH_ARGS)

@@ -17,7 +17,7 @@ with a Name, an ObjectGroup, its UniqueIdentifier, three tags and a Description 
   and ``x-cosmian-tag`` (KMIP 1.x has no Description nor vendor attribute structure). No Key
   Format Type attribute: KMIP 1.x has none.
 
-Rows: encode, decode, round trip (encode then decode). As in benches/run.py, each round runs one
+Rows: encode, decode, round trip (encode then decode). As in `kms-iface bench`, each round runs one
 timed burst per codec, the order rotating by one each round; ops/s is the median burst and the
 ratio the median of per-round ratios to PyKMIP.
 

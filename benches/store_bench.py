@@ -19,7 +19,7 @@ from 32 concurrent tasks (LmdbStore: asyncio tasks sharing group commits; raw LM
 (LmdbStore ``atomic``). They run in rounds: each round gives every implementation the next chunk
 of objects for each kind of write, rotating the order of the implementations by one each round.
 Then the stores are filled to ``--objects`` (batches of 1,000) and the reads and small writes run
-as interleaved timed bursts, as benches/run.py does: per round one burst per implementation, the
+as interleaved timed bursts, as `kms-iface bench` does: per round one burst per implementation, the
 order rotating. Ratios are medians of per-round ratios, which cancels most of the machine's drift;
 ops/s are each implementation's median round.
 

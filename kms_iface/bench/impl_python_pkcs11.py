@@ -10,15 +10,26 @@ with CKF_OS_LOCKING_OK. Everything after that is stock python-pkcs11.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from importlib import metadata
 from os import urandom
 from typing import TypeVar
 
-import common
-from common import CBC_FIXED_IV, CBC_IV_LEN, GCM_FIXED_IV, GCM_IV_LEN, Op, Options
 from pkcs11 import MGF, GCMParams, Key, KeyType, Mechanism, ObjectClass, Session
 from pkcs11._pkcs11 import lib as Pkcs11Lib
 from pkcs11.types import DecryptMixin, EncryptMixin, SignMixin
+
+from kms_iface.bench.protocol import (
+    AES_KEY_BYTES,
+    CBC_FIXED_IV,
+    CBC_IV_LEN,
+    GCM_FIXED_IV,
+    GCM_IV_LEN,
+    RSA_BITS,
+    BenchError,
+    Op,
+    Options,
+    ThreadedRunner,
+)
 
 CKR_OK = 0
 CKF_OS_LOCKING_OK = 0x2
@@ -57,10 +68,10 @@ def initialize_with_os_locking(path: str) -> None:
     functions = ctypes.POINTER(_FunctionListHead)()
     rv = module.C_GetFunctionList(ctypes.byref(functions))
     if rv != CKR_OK:
-        raise common.BenchError(f"C_GetFunctionList failed: CK_RV {rv:#x}")
+        raise BenchError(f"C_GetFunctionList failed: CK_RV {rv:#x}")
     rv = functions.contents.C_Initialize(ctypes.byref(_InitArgs(flags=CKF_OS_LOCKING_OK)))
     if rv != CKR_OK:
-        raise common.BenchError(f"C_Initialize(CKF_OS_LOCKING_OK) failed: CK_RV {rv:#x}")
+        raise BenchError(f"C_Initialize(CKF_OS_LOCKING_OK) failed: CK_RV {rv:#x}")
 
 
 class OsLockingLib(Pkcs11Lib):
@@ -72,7 +83,7 @@ class OsLockingLib(Pkcs11Lib):
 
 def _capable(key: Key, kind: type[Capability]) -> Capability:
     if not isinstance(key, kind):
-        raise common.BenchError(f"{key!r} lacks {kind.__name__}")
+        raise BenchError(f"{key!r} lacks {kind.__name__}")
     return key
 
 
@@ -130,15 +141,12 @@ class Worker:
         return None
 
 
-def setup(options: Options) -> Sequence[Worker]:
+def start(options: Options) -> ThreadedRunner:
     """Sessions (the first one logs in), the session keys, one worker per thread."""
     token = OsLockingLib(options.module).get_token(token_label=options.token)
     first = token.open(rw=True, user_pin=options.pin)
     sessions = [first] + [token.open(rw=True) for _ in range(options.sessions - 1)]
-    first.generate_key(KeyType.AES, common.AES_KEY_BYTES * 8, label=AES_LABEL, store=False)
-    first.generate_keypair(KeyType.RSA, common.RSA_BITS, label=RSA_LABEL, store=False)
-    return [Worker(session) for session in sessions]
-
-
-if __name__ == "__main__":
-    common.main({"python-pkcs11": setup}, {"python-pkcs11": common.dist_version("python-pkcs11")})
+    first.generate_key(KeyType.AES, AES_KEY_BYTES * 8, label=AES_LABEL, store=False)
+    first.generate_keypair(KeyType.RSA, RSA_BITS, label=RSA_LABEL, store=False)
+    meta = {"package": "python-pkcs11", "version": metadata.version("python-pkcs11")}
+    return ThreadedRunner([Worker(session) for session in sessions], meta)

@@ -1,19 +1,29 @@
-"""The benchmark cases with kms_iface's core: a Module, a SessionPool, one session per thread.
+"""The cases on kms_iface's core: a Module, a SessionPool, one pooled session per thread.
 
-Two columns: `kms_iface` (encrypt/decrypt return new objects) and `kms_iface-into`
-(`encrypt_into`/`decrypt_into` write into a buffer preallocated per worker and case; there is
-no `sign_into`, so that column has no RSA-sign row).
+Two implementations: ``kms_iface`` (encrypt/decrypt return new objects) and ``kms_iface-into``
+(``encrypt_into``/``decrypt_into`` write into a buffer preallocated per session and case; there
+is no ``sign_into``, so that one has no RSA-sign case).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from os import urandom
 
-import common
-from common import CBC_FIXED_IV, CBC_IV_LEN, GCM_FIXED_IV, GCM_IV_LEN, Op, Options
-
+from kms_iface import __version__
+from kms_iface.bench.protocol import (
+    AES_KEY_BYTES,
+    CBC_FIXED_IV,
+    CBC_IV_LEN,
+    GCM_FIXED_IV,
+    GCM_IV_LEN,
+    RSA_BITS,
+    BenchError,
+    Op,
+    Options,
+    ThreadedRunner,
+    output_capacity,
+)
 from kms_iface.pkcs11 import Mechanism, Module, Session, aes_key_template, rsa_key_pair_templates
 from kms_iface.pkcs11.constants import (
     CKG_MGF1_SHA1,
@@ -35,10 +45,10 @@ class Keys:
     @classmethod
     def generate(cls, session: Session) -> Keys:
         aes = session.generate_key(
-            CKM_AES_KEY_GEN, aes_key_template(common.AES_KEY_BYTES * 8, token=False)
+            CKM_AES_KEY_GEN, aes_key_template(AES_KEY_BYTES * 8, token=False)
         )
         public, private = session.generate_key_pair(
-            CKM_RSA_PKCS_KEY_PAIR_GEN, *rsa_key_pair_templates(common.RSA_BITS, token=False)
+            CKM_RSA_PKCS_KEY_PAIR_GEN, *rsa_key_pair_templates(RSA_BITS, token=False)
         )
         return cls(aes, public, private)
 
@@ -64,7 +74,7 @@ class Worker:
                 return s.encrypt(Mechanism.aes_cbc(CBC_FIXED_IV, pad=True), keys.aes, data)
             case "rsa_oaep_dec":
                 return s.encrypt(_oaep(), keys.rsa_public, data)
-        raise common.BenchError(f"{op} is not a decrypt case")
+        raise BenchError(f"{op} is not a decrypt case")
 
     def make_op(self, op: str, data: bytes) -> Op | None:
         s, aes, private = self.session, self.keys.aes, self.keys.rsa_private
@@ -95,7 +105,7 @@ class IntoWorker(Worker):
 
     def make_op(self, op: str, data: bytes) -> Op | None:
         s, aes, private = self.session, self.keys.aes, self.keys.rsa_private
-        out = bytearray(common.output_capacity(len(data)))
+        out = bytearray(output_capacity(len(data)))
         match op:
             case "gcm_enc":
                 return lambda: s.encrypt_into(
@@ -119,26 +129,20 @@ class IntoWorker(Worker):
         return None
 
 
-def open_sessions(options: Options) -> tuple[list[Session], Keys]:
+def start(options: Options) -> ThreadedRunner:
     """One pooled session per thread on the labelled token (the pool logs in once)."""
     module = Module(options.module)
+    info = module.info()
     pool = module.pool(module.find_slot(options.token), options.pin, size=options.sessions)
     sessions = [pool.acquire() for _ in range(options.sessions)]
-    return sessions, Keys.generate(sessions[0])
-
-
-def setup(options: Options) -> Sequence[Worker]:
-    sessions, keys = open_sessions(options)
-    return [Worker(session, keys) for session in sessions]
-
-
-def setup_into(options: Options) -> Sequence[Worker]:
-    sessions, keys = open_sessions(options)
-    return [IntoWorker(session, keys) for session in sessions]
-
-
-if __name__ == "__main__":
-    common.main(
-        {"kms_iface": setup, "kms_iface-into": setup_into},
-        {"kms_iface": common.dist_version("kms_iface")},
-    )
+    keys = Keys.generate(sessions[0])
+    kind = IntoWorker if options.impl == "kms_iface-into" else Worker
+    meta = {
+        "package": "kms_iface",
+        "version": __version__,
+        "module_manufacturer": info.manufacturer_id.strip(),
+        "module_description": info.description.strip(),
+        "module_version": f"{info.library_version.major}.{info.library_version.minor}",
+        "cryptoki": f"{info.cryptoki_version.major}.{info.cryptoki_version.minor}",
+    }
+    return ThreadedRunner([kind(session, keys) for session in sessions], meta)

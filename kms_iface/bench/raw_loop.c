@@ -1,10 +1,10 @@
 /*
- * raw_loop: the "raw C loop" ceiling for the side-by-side benchmarks.
+ * raw_loop: the "raw C loop" ceiling of `kms-iface bench`.
  *
  * Loads a PKCS#11 module, initialises it with CKF_OS_LOCKING_OK, finds the token by label, opens
- * --sessions RW sessions (the most threads a burst uses), logs in once, creates session keys
- * (AES-256 and an RSA-2048 pair), then serves bursts: each runs one case in a tight loop, one
- * pthread per session, for a fixed duration:
+ * --sessions RW sessions (the most threads a burst uses), logs in once with the PIN read from
+ * the first line of stdin, creates session keys (AES-256 and an RSA-2048 pair), then serves
+ * bursts: each runs one case in a tight loop, one pthread per session, for a fixed duration:
  *
  *   gcm_enc / cbcpad_enc   fresh IV from getrandom() per call, C_EncryptInit + one C_Encrypt
  *                          into a preallocated big-enough buffer (no size probe)
@@ -12,14 +12,15 @@
  *   rsa_sign               CKM_SHA256_RSA_PKCS over a 32-byte payload
  *   rsa_oaep_dec           CKM_RSA_PKCS_OAEP (SHA-1, MGF1-SHA1) of one fixed ciphertext
  *
- * The protocol of the Python workers (benches/common.py): once set up it prints one "meta"
- * JSON line (ready), then reads one command per line from stdin, "OP SIZE THREADS SECONDS"
- * (e.g. "gcm_enc 64 2 0.07"), runs that burst with the first THREADS sessions and answers one
- * JSON line; "quit" or the end of stdin ends it. A bad command or a failed call exits non-zero
- * with the reason on stderr.
+ * The protocol of the Python workers (kms_iface/bench/protocol.py): once set up it prints one
+ * "meta" JSON line (ready), then reads one command per line from stdin, "OP SIZE THREADS
+ * SECONDS" (e.g. "gcm_enc 64 2 0.07"), runs that burst with the first THREADS sessions and
+ * answers one JSON line; "quit" or the end of stdin ends it. A bad command or a failed call
+ * exits non-zero with the reason on stderr.
  *
- * Build: cc -O2 -I include benches/raw_loop.c -o build/bench/raw_loop -ldl -lpthread
- * Usage: raw_loop --module PATH --token LABEL --pin PIN [--sessions N]
+ * Build (kms_iface/bench/raw.py does it): cc -O2 raw_loop.c -o raw_loop -ldl -lpthread
+ * (kms_pkcs11.h, kms_iface's PKCS#11 declarations, sits next to this file).
+ * Usage: raw_loop --module PATH --token LABEL [--sessions N] < (PIN line, then commands)
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -91,6 +92,7 @@
 
 #define MAX_THREADS 64
 #define MAX_COMMAND 256
+#define MAX_PIN 256
 #define WARMUP_CALLS 2
 #define RSA_PAYLOAD 32
 #define OUT_SLACK 512 /* output capacity beyond the payload: tags, padding, RSA blocks */
@@ -265,12 +267,12 @@ static const op_def *find_op(const char *name) {
 }
 
 typedef struct options {
-    const char *module, *token, *pin;
+    const char *module, *token;
     int sessions;
 } options_t;
 
 static void usage(void) {
-    fprintf(stderr, "usage: raw_loop --module PATH --token LABEL --pin PIN [--sessions N]\n");
+    fprintf(stderr, "usage: raw_loop --module PATH --token LABEL [--sessions N] (PIN on stdin)\n");
     exit(2);
 }
 
@@ -281,11 +283,10 @@ static void parse_args(options_t *o, int argc, char **argv) {
         const char *a = argv[i], *v = argv[i + 1];
         if (strcmp(a, "--module") == 0) o->module = v;
         else if (strcmp(a, "--token") == 0) o->token = v;
-        else if (strcmp(a, "--pin") == 0) o->pin = v;
         else if (strcmp(a, "--sessions") == 0) o->sessions = atoi(v);
         else usage();
     }
-    if (argc % 2 == 0 || !o->module || !o->token || !o->pin) usage();
+    if (argc % 2 == 0 || !o->module || !o->token) usage();
     if (o->sessions < 1 || o->sessions > MAX_THREADS) usage();
 }
 
@@ -371,10 +372,11 @@ static void print_meta(void) {
     CK_INFO info;
     CK_RV rv = p11->C_GetInfo(&info);
     if (rv != CKR_OK) die_rv("C_GetInfo", rv);
-    printf("{\"meta\": {\"impl\": \"raw\", \"module\": \"");
+    printf("{\"meta\": {\"impl\": \"raw\", \"module_manufacturer\": \"");
     print_json_text(info.manufacturerID, sizeof info.manufacturerID);
-    printf(" %d.%d\", \"cryptoki\": \"%d.%d\"}}\n", info.libraryVersion.major,
-           info.libraryVersion.minor, info.cryptokiVersion.major, info.cryptokiVersion.minor);
+    printf("\", \"module_version\": \"%d.%d\", \"cryptoki\": \"%d.%d\"}}\n",
+           info.libraryVersion.major, info.libraryVersion.minor, info.cryptokiVersion.major,
+           info.cryptokiVersion.minor);
     fflush(stdout);
 }
 
@@ -504,9 +506,17 @@ static void serve(worker_t *workers, int sessions) {
     }
 }
 
+/* The PIN: the first line of stdin, without its line end. */
+static void read_pin(char *pin, size_t size) {
+    if (!fgets(pin, (int)size, stdin)) die("no PIN line on stdin");
+    pin[strcspn(pin, "\r\n")] = '\0';
+}
+
 int main(int argc, char **argv) {
     options_t o;
+    char pin[MAX_PIN];
     parse_args(&o, argc, argv);
+    read_pin(pin, sizeof pin);
     load_module(o.module);
     CK_SLOT_ID slot = find_slot(o.token);
     static worker_t workers[MAX_THREADS];
@@ -515,7 +525,8 @@ int main(int argc, char **argv) {
                                       &workers[i].session);
         if (rv != CKR_OK) die_rv("C_OpenSession", rv);
     }
-    CK_RV rv = p11->C_Login(workers[0].session, CKU_USER, (CK_UTF8CHAR_PTR)o.pin, strlen(o.pin));
+    CK_RV rv = p11->C_Login(workers[0].session, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+    memset(pin, 0, sizeof pin);
     if (rv != CKR_OK) die_rv("C_Login", rv);
     make_keys(workers[0].session);
     print_meta();

@@ -6,13 +6,12 @@ are kept as the `ckbytelist` PyKCS11 returns (no conversion to bytes inside the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from importlib import metadata
 from os import urandom
 from typing import Any
 
-import common
 import PyKCS11
-from common import CBC_FIXED_IV, CBC_IV_LEN, GCM_FIXED_IV, GCM_IV_LEN, Op, Options
 from PyKCS11 import (
     CK_FALSE,
     CK_TRUE,
@@ -38,10 +37,23 @@ from PyKCS11 import (
     CKO_SECRET_KEY,
 )
 
+from kms_iface.bench.protocol import (
+    AES_KEY_BYTES,
+    CBC_FIXED_IV,
+    CBC_IV_LEN,
+    GCM_FIXED_IV,
+    GCM_IV_LEN,
+    RSA_BITS,
+    Op,
+    Options,
+    ThreadedRunner,
+    find_slot,
+)
+
 AES_TEMPLATE = [
     (CKA_CLASS, CKO_SECRET_KEY),
     (CKA_KEY_TYPE, CKK_AES),
-    (CKA_VALUE_LEN, common.AES_KEY_BYTES),
+    (CKA_VALUE_LEN, AES_KEY_BYTES),
     (CKA_TOKEN, CK_FALSE),
     (CKA_ENCRYPT, CK_TRUE),
     (CKA_DECRYPT, CK_TRUE),
@@ -50,8 +62,8 @@ RSA_PUBLIC_TEMPLATE = [
     (CKA_TOKEN, CK_FALSE),
     (CKA_ENCRYPT, CK_TRUE),
     (CKA_VERIFY, CK_TRUE),
-    (CKA_MODULUS_BITS, common.RSA_BITS),
-    (CKA_PUBLIC_EXPONENT, tuple(common.RSA_EXPONENT)),
+    (CKA_MODULUS_BITS, RSA_BITS),
+    (CKA_PUBLIC_EXPONENT, (1, 0, 1)),
 ]
 RSA_PRIVATE_TEMPLATE = [
     (CKA_TOKEN, CK_FALSE),
@@ -123,10 +135,10 @@ class Worker:
         return None
 
 
-def setup(options: Options) -> Sequence[Worker]:
+def start(options: Options) -> ThreadedRunner:
     """Sessions (the first one logs in), the session keys, one worker per thread."""
     lib = PyKCS11.PyKCS11Lib().load(options.module)
-    slot = common.find_slot(
+    slot = find_slot(
         lib.getSlotList(tokenPresent=True),
         lambda slot: str(lib.getTokenInfo(slot).label),
         options.token,
@@ -135,8 +147,5 @@ def setup(options: Options) -> Sequence[Worker]:
     sessions = [lib.openSession(slot, flags) for _ in range(options.sessions)]
     sessions[0].login(options.pin)
     keys = Keys(sessions[0])
-    return [Worker(session, keys) for session in sessions]
-
-
-if __name__ == "__main__":
-    common.main({"pykcs11": setup}, {"PyKCS11": common.dist_version("PyKCS11")})
+    meta = {"package": "PyKCS11", "version": metadata.version("PyKCS11")}
+    return ThreadedRunner([Worker(session, keys) for session in sessions], meta)

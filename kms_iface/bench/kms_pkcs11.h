@@ -1,0 +1,1 @@
+../../include/kms_pkcs11.h
