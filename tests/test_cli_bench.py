@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from kms_iface.bench.plot import figure_of
 from kms_iface.bench.schema import Report, json_schema, load_report
 from kms_iface.pkcs11 import Module
 from kms_iface.pkcs11.softhsm import SoftHsmToken
@@ -136,6 +137,25 @@ def test_plot_is_a_real_png_of_sensible_size(quick_run: QuickRun) -> None:
     width, height = struct.unpack(">II", data[16:24])
     assert 800 <= width <= 4000
     assert 600 <= height <= 4000
+
+
+def test_plot_says_what_it_shows(quick_run: QuickRun) -> None:
+    """Title: module and machine; axes: quantity and unit; legend: implementation and version."""
+    assert quick_run.done.returncode == 0, quick_run.done.stderr[-3000:]
+    report = load_report(quick_run.json_path)
+    figure = figure_of(report)
+    title = figure.get_suptitle()
+    assert report.module.path in title and report.machine.cpu in title
+    panels = [ax for ax in figure.axes if ax.get_visible()]
+    assert panels
+    for ax in panels:
+        assert ax.get_xlabel() == "payload size (bytes, log scale)"
+        assert ax.get_ylabel() == "throughput (MiB/s, log scale)"
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    [legend] = figure.legends
+    entries = {text.get_text() for text in legend.get_texts()}
+    for impl in report.implementations:
+        assert f"{impl.name}: {impl.package} {impl.version}" in entries
 
 
 def test_existing_token_and_comparisons_that_cannot_run(

@@ -35,6 +35,11 @@ def _style(name: str) -> dict[str, object]:
 
 def plot(report: Report, path: str | Path) -> None:
     """Write the plot of ``report`` to ``path`` (PNG)."""
+    figure_of(report).savefig(path, format="png")
+
+
+def figure_of(report: Report) -> Figure:
+    """The figure of ``report``: one panel per AES operation and thread count."""
     panels = list(
         dict.fromkeys(
             (case.threads, case.op, case.label)
@@ -95,4 +100,4 @@ def plot(report: Report, path: str | Path) -> None:
         title="implementation: package version\nPkcs11Hsm/N: the async façade with N asyncio "
         "tasks; +toppad: run with MALLOC_TOP_PAD_=64MiB",
     )
-    figure.savefig(path, format="png")
+    return figure
