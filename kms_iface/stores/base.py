@@ -10,7 +10,7 @@ someone else's object, ``InvalidRequestError`` for bad arguments).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Self, TypeAlias
 
@@ -24,10 +24,13 @@ __all__ = [
     "AtomicOperation",
     "Create",
     "Delete",
+    "Dumpable",
     "FoundObject",
+    "Grant",
     "ObjectWithMetadata",
     "ObjectsStore",
     "PermissionsStore",
+    "StoredObject",
     "UpdateObject",
     "UpdateState",
     "Upsert",
@@ -233,3 +236,41 @@ class PermissionsStore(_Lifecycle):
         self, uid: str, user: str, no_inherited_access: bool
     ) -> set[KmipOperation]:
         """Direct grants of ``user``, plus those of ``"*"`` unless ``no_inherited_access``."""
+
+
+# -- bulk reading, for copying a whole store ----------------------------------------------------
+
+
+class StoredObject(msgspec.Struct, frozen=True):
+    """One object with everything a store keeps of it (its grants aside)."""
+
+    uid: str
+    owner: str
+    state: State
+    object: Object
+    attributes: Attributes
+    tags: frozenset[str]
+
+
+class Grant(msgspec.Struct, frozen=True):
+    """The operations ``user`` was granted on ``uid``."""
+
+    uid: str
+    user: str
+    operations: frozenset[KmipOperation]
+
+
+class Dumpable(abc.ABC):
+    """A store whose whole content can be read out, for ``kms-iface store copy``.
+
+    Writing goes through the contracts (``atomic`` with ``Upsert``, ``grant_operations``), so any
+    store can be a target; only reading every object whatever its owner needs this.
+    """
+
+    @abc.abstractmethod
+    def dump_objects(self, batch: int = 1000) -> AsyncIterator[list[StoredObject]]:
+        """Every object (Destroyed ones too), ``batch`` at a time, in uid order."""
+
+    @abc.abstractmethod
+    def dump_grants(self, batch: int = 1000) -> AsyncIterator[list[Grant]]:
+        """Every grant, ``batch`` at a time, in (uid, user) order."""
