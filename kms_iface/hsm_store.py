@@ -1,8 +1,8 @@
 """``HsmStore``: an ``HSM`` seen as an ``ObjectsStore`` and a ``CryptoOracle`` (Cosmian's HsmStore).
 
 Uids are ``<prefix>::<slot>::<key_id>`` (``parse_hsm_uid``: a malformed uid raises
-``InvalidRequestError`` with Cosmian's two texts). The oracle half is ``HsmEncryptionOracle``,
-to which every oracle call is delegated. The store half follows ``hsm-behaviour.md``:
+``InvalidRequestError`` with Cosmian's two texts). The oracle half is inherited from
+``HsmEncryptionOracle``; the store half follows ``hsm-behaviour.md``:
 
 - ``create`` makes an AES key (admins only: an exact name or ``"*"`` in ``hsm_admins``); RSA key
   pairs come only through ``atomic``; tags are ignored. Algorithm and length are read from the
@@ -51,8 +51,6 @@ from kms_iface.errors import InvalidRequestError, UnauthorizedError
 from kms_iface.hsm import (
     HSM,
     AesKeyMaterial,
-    CryptoAlgorithm,
-    EncryptedContent,
     HsmKeyAlgorithm,
     HsmKeypairAlgorithm,
     HsmObjectFilter,
@@ -62,7 +60,7 @@ from kms_iface.hsm import (
 )
 from kms_iface.hsm import KeyMaterial as HsmKeyMaterial
 from kms_iface.hsm_oracle import HsmEncryptionOracle, hsm_uid
-from kms_iface.kmip.attributes import Attributes, CryptographicParameters, validate_tags
+from kms_iface.kmip.attributes import Attributes, validate_tags
 from kms_iface.kmip.enums import (
     CryptographicAlgorithm,
     CryptographicUsageMask,
@@ -83,7 +81,6 @@ from kms_iface.kmip.objects import (
     TransparentRSAPublicKey,
     TransparentSymmetricKey,
 )
-from kms_iface.oracle import CryptoOracle, Data
 from kms_iface.secrets import SecretBytes
 from kms_iface.stores.base import (
     AtomicOperation,
@@ -172,7 +169,7 @@ _UNSUPPORTED_FILTERS: Final = (
 _ATOMIC_UNSUPPORTED: Final = "HSM atomic operations only support RSA keypair creations for now"
 
 
-class HsmStore(ObjectsStore, CryptoOracle):
+class HsmStore(HsmEncryptionOracle, ObjectsStore):
     """The keys of ``hsm`` as an ObjectsStore and a CryptoOracle under the uid ``prefix``.
 
     ``hsm_admins`` may create keys and own every key (``"*"``: every user); ``vendor_id`` names
@@ -183,22 +180,10 @@ class HsmStore(ObjectsStore, CryptoOracle):
     def __init__(self, hsm: HSM, hsm_admins: Iterable[str], vendor_id: str, prefix: str) -> None:
         if isinstance(hsm_admins, str):
             raise InvalidRequestError("hsm_admins must be a collection of user names, not a str")
-        self._hsm = hsm
+        super().__init__(hsm, prefix)
         self._admins = tuple(hsm_admins)
         self._vendor_id = vendor_id
-        self._prefix = prefix
-        self._oracle = HsmEncryptionOracle(hsm, prefix)
         self._owner = next((admin for admin in self._admins if admin != "*"), "admin")
-
-    @property
-    def hsm(self) -> HSM:
-        """The wrapped HSM."""
-        return self._hsm
-
-    @property
-    def prefix(self) -> str:
-        """The uid prefix this store answers for."""
-        return self._prefix
 
     @property
     def owner(self) -> str:
@@ -211,10 +196,6 @@ class HsmStore(ObjectsStore, CryptoOracle):
     def is_admin(self, user: str) -> bool:
         """Whether ``user`` is an HSM admin (named, or every user through ``"*"``)."""
         return "*" in self._admins or user in self._admins
-
-    def parse_uid(self, uid: str) -> tuple[int, str]:
-        """``(slot, key_id)`` of ``uid`` (see ``parse_hsm_uid``)."""
-        return self._oracle.parse_uid(uid)
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -439,72 +420,6 @@ class HsmStore(ObjectsStore, CryptoOracle):
         """How many keys ``HSM.find`` lists over the configured slots."""
         slots = await self._hsm.get_available_slot_list()
         return sum([len(await self._hsm.find(slot, HsmObjectFilter.ANY)) for slot in slots])
-
-    # -- CryptoOracle (HsmEncryptionOracle) ------------------------------------------------------
-
-    async def encrypt(
-        self,
-        uid: str,
-        data: Data,
-        cryptographic_algorithm: CryptoAlgorithm | None = None,
-        authenticated_encryption_additional_data: bytes | None = None,
-    ) -> EncryptedContent:
-        """See ``HsmEncryptionOracle.encrypt``."""
-        return await self._oracle.encrypt(
-            uid, data, cryptographic_algorithm, authenticated_encryption_additional_data
-        )
-
-    async def decrypt(
-        self,
-        uid: str,
-        data: Data,
-        cryptographic_algorithm: CryptoAlgorithm | None = None,
-        authenticated_encryption_additional_data: bytes | None = None,
-    ) -> SecretBytes:
-        """See ``HsmEncryptionOracle.decrypt``."""
-        return await self._oracle.decrypt(
-            uid, data, cryptographic_algorithm, authenticated_encryption_additional_data
-        )
-
-    async def get_key_type(self, uid: str) -> KeyType | None:
-        """See ``HsmEncryptionOracle.get_key_type``."""
-        return await self._oracle.get_key_type(uid)
-
-    async def get_key_metadata(self, uid: str) -> KeyMetadata | None:
-        """See ``HsmEncryptionOracle.get_key_metadata``."""
-        return await self._oracle.get_key_metadata(uid)
-
-    async def sign(
-        self, uid: str, data: Data, cryptographic_parameters: CryptographicParameters | None = None
-    ) -> bytes:
-        """See ``HsmEncryptionOracle.sign``."""
-        return await self._oracle.sign(uid, data, cryptographic_parameters)
-
-    async def signature_verify(
-        self,
-        uid: str,
-        data: Data,
-        signature: Data,
-        cryptographic_parameters: CryptographicParameters | None = None,
-    ) -> bool:
-        """See ``HsmEncryptionOracle.signature_verify``."""
-        return await self._oracle.signature_verify(uid, data, signature, cryptographic_parameters)
-
-    async def mac(
-        self, uid: str, data: Data, cryptographic_parameters: CryptographicParameters | None = None
-    ) -> bytes:
-        """See ``HsmEncryptionOracle.mac``."""
-        return await self._oracle.mac(uid, data, cryptographic_parameters)
-
-    async def mac_verify(
-        self,
-        uid: str,
-        data: Data,
-        mac: Data,
-        cryptographic_parameters: CryptographicParameters | None = None,
-    ) -> bool:
-        """See ``HsmEncryptionOracle.mac_verify``."""
-        return await self._oracle.mac_verify(uid, data, mac, cryptographic_parameters)
 
     # -- helpers ---------------------------------------------------------------------------------
 
