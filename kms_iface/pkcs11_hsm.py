@@ -523,7 +523,7 @@ class _Slot:
                         job = jobs[i]
                         if job.batch is not None:
                             i += self._run_gcm(session, jobs, i)
-                            if i > sent:
+                            if sent < i < n:  # the last pass is answered once the session is back
                                 deliver(jobs[sent:i])
                                 sent = i
                             continue
