@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := softhsm2 opensc gcc libc6-dev make
+APT_PACKAGES := softhsm2 opensc gcc libc6-dev make postgresql
 EXT := kms_iface/_pkcs11$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 CORE_SOURCES := $(wildcard kms_iface/*.pyx kms_iface/*.pxi kms_iface/*.pxd include/*.h) setup.py
 WHEELHOUSE := build/wheelhouse
@@ -28,7 +28,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "setuptools>=77" "Cython>=3.1" wheel
-	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"] + p["optional-dependencies"]["cli"]))' | tr -d "'")
+	$(PY) -m pip install -q $$($(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"] + p["optional-dependencies"]["cli"] + p["optional-dependencies"]["postgres"]))' | tr -d "'")
 	touch $@
 
 venv: $(VENV)/.stamp

@@ -11,7 +11,11 @@ object's embedded ones. Three implementations get the same objects in the same o
   object, attributes]`` as MessagePack, LmdbStore's record layout when this was written), and
   for reads one ``get`` + msgspec decode of those bytes: the ceiling a store on LMDB can approach
   for reads (it keeps no tag, owner or other index);
-- ``SQLite``: benches/sqlite_store.py, Cosmian's schema with JSON text, WAL, synchronous=FULL.
+- ``SQLite``: benches/sqlite_store.py, Cosmian's schema with JSON text, WAL, synchronous=FULL;
+- ``kms_iface PostgresStore``: ``kms_iface.stores.postgres.PostgresStore`` on a private
+  PostgreSQL cluster on the loopback (``tests/postgres_cluster.py`` with ``durable=True``: fsync
+  and full_page_writes on, as a production server), 32 pooled connections: the price of a store
+  that several servers share, one network round trip (or several, for a write) per call.
 
 Writes (durable, each acknowledged write survives a power loss): creates one at a time; creates
 from 32 concurrent tasks (LmdbStore: asyncio tasks sharing group commits; raw LMDB and SQLite:
@@ -59,17 +63,22 @@ import lmdb
 import msgspec
 from sqlite_store import JSON_CODEC, SqliteStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.postgres_cluster
+
 from kms_iface.kmip import msgpack as kmip_msgpack
 from kms_iface.kmip.attributes import Attributes, Name
 from kms_iface.kmip.enums import CryptographicAlgorithm, ObjectType, State
 from kms_iface.kmip.objects import Object, symmetric_key_object
 from kms_iface.stores.base import Create
 from kms_iface.stores.lmdb import LmdbStore
+from kms_iface.stores.postgres import PostgresStore
+from tests.postgres_cluster import PostgresCluster
 
 STORE: Final = "kms_iface LmdbStore"
 RAW: Final = "raw LMDB"
 SQLITE: Final = "SQLite"
-IMPLS: Final = (STORE, RAW, SQLITE)
+PG: Final = "kms_iface PostgresStore"
+IMPLS: Final = (STORE, RAW, SQLITE, PG)
 
 OWNER: Final = "bench-owner@example.org"
 VENDOR: Final = "cosmian"
@@ -256,9 +265,14 @@ class Bench:
             serialize_writes=not settings.sqlite_busy_wait,
         )
         self.threads = Threads()
+        self.cluster = PostgresCluster(durable=True)
+        self.cluster.start()
+        self.pg = PostgresStore(self.cluster.create_database("kms_bench"), pool_size=CONCURRENCY)
 
     async def close(self) -> None:
         await self.store.close()
+        await self.pg.close()
+        self.cluster.destroy()
         self.env.close()
         self.sqlite.close()
         self.threads.close()
@@ -285,9 +299,12 @@ class Bench:
             OWNER, [(item.uid, item.obj, item.attributes, item.tags) for item in items]
         )
 
-    async def store_atomic(self, items: Sequence[Item]) -> None:
+    async def store_atomic(self, items: Sequence[Item], store: Any = None) -> None:
         creates = [Create(item.uid, item.obj, item.attributes, item.tags) for item in items]
-        await self.store.atomic(OWNER, creates)
+        await (store or self.store).atomic(OWNER, creates)
+
+    async def pg_create(self, item: Item) -> None:
+        await self.pg.create(item.uid, OWNER, item.obj, item.attributes, item.tags)
 
     def write_ops(self) -> dict[str, dict[str, WriteOp]]:
         """Per write row, each implementation's way to write a chunk of items."""
@@ -333,20 +350,51 @@ class Bench:
             for chunk in chunks(items, BATCH):
                 self.sqlite_create_many(chunk)
 
+        async def pg_single(items: Sequence[Item]) -> None:
+            for item in items:
+                await self.pg_create(item)
+
+        async def pg_concurrent(items: Sequence[Item]) -> None:
+            source = iter(items)
+
+            async def task() -> None:
+                for item in source:
+                    await self.pg_create(item)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(CONCURRENCY):
+                    group.start_soon(task)
+
+        async def pg_batches(items: Sequence[Item]) -> None:
+            for chunk in chunks(items, BATCH):
+                await self.store_atomic(chunk, self.pg)
+
         return {
-            ROW_SINGLE: {STORE: store_single, RAW: raw_single, SQLITE: sqlite_single},
+            ROW_SINGLE: {
+                STORE: store_single,
+                RAW: raw_single,
+                SQLITE: sqlite_single,
+                PG: pg_single,
+            },
             ROW_CONCURRENT: {
                 STORE: store_concurrent,
                 RAW: raw_concurrent,
                 SQLITE: sqlite_concurrent,
+                PG: pg_concurrent,
             },
-            ROW_BATCH: {STORE: store_batches, RAW: raw_batches, SQLITE: sqlite_batches},
+            ROW_BATCH: {
+                STORE: store_batches,
+                RAW: raw_batches,
+                SQLITE: sqlite_batches,
+                PG: pg_batches,
+            },
         }
 
     async def fill(self, items: Sequence[Item]) -> None:
-        """Store ``items`` in all three, FILL_BATCH per transaction (not measured)."""
+        """Store ``items`` in every store, FILL_BATCH per transaction (not measured)."""
         for chunk in chunks(items, FILL_BATCH):
             await self.store_atomic(chunk)
+            await self.store_atomic(chunk, self.pg)
             self.raw_put_many(chunk)
             self.sqlite_create_many(chunk)
 
@@ -412,6 +460,7 @@ class Bench:
                     STORE: ReadOp(aio=lambda i: self.store.retrieve(probe(i))),
                     RAW: ReadOp(sync=raw_get),
                     SQLITE: ReadOp(sync=lambda i: self.sqlite.retrieve(probe(i))),
+                    PG: ReadOp(aio=lambda i: self.pg.retrieve(probe(i))),
                 },
                 check=lambda i, result: _check_retrieve(corpus, probe(i), result),
             ),
@@ -421,6 +470,7 @@ class Bench:
                     STORE: ReadOp(aio=store_update_state),
                     RAW: ReadOp(sync=raw_update_state),
                     SQLITE: ReadOp(sync=sqlite_update_state),
+                    PG: ReadOp(aio=lambda i: self.pg.update_state(*update(i))),
                 },
             ),
             ReadRow(
@@ -433,6 +483,11 @@ class Bench:
                     ),
                     SQLITE: ReadOp(
                         sync=lambda i: self.sqlite.find(
+                            tag_queries[i % len(groups)], None, OWNER, True, VENDOR
+                        )
+                    ),
+                    PG: ReadOp(
+                        aio=lambda i: self.pg.find(
                             tag_queries[i % len(groups)], None, OWNER, True, VENDOR
                         )
                     ),
@@ -452,6 +507,11 @@ class Bench:
                             attribute_queries[i % len(groups)], None, OWNER, True, VENDOR
                         )
                     ),
+                    PG: ReadOp(
+                        aio=lambda i: self.pg.find(
+                            attribute_queries[i % len(groups)], None, OWNER, True, VENDOR
+                        )
+                    ),
                 },
                 check=lambda i, result: _check_count(corpus, group_of(i), result),
             ),
@@ -464,6 +524,7 @@ class Bench:
                     SQLITE: ReadOp(
                         sync=lambda i: self.sqlite.list_uids_for_tags(tag_sets[i % len(groups)])
                     ),
+                    PG: ReadOp(aio=lambda i: self.pg.list_uids_for_tags(tag_sets[i % len(groups)])),
                 },
                 check=lambda i, result: _check_count(corpus, group_of(i), result),
             ),
@@ -649,8 +710,10 @@ def table(results: Results) -> str:
         f"{STORE} ops/s",
         f"{RAW} ops/s",
         f"{SQLITE} ops/s",
+        f"{PG} ops/s",
         "LmdbStore / raw",
         "LmdbStore / SQLite",
+        "PostgresStore / LmdbStore",
         "spread",
         "rounds",
     ]
@@ -663,6 +726,7 @@ def table(results: Results) -> str:
                     *(fmt_rate(results.median(row, impl)) for impl in IMPLS),
                     fmt_ratio(results.ratio(row, STORE, RAW)),
                     fmt_ratio(results.ratio(row, STORE, SQLITE)),
+                    fmt_ratio(results.ratio(row, PG, STORE)),
                     fmt_spread(results, row),
                     str(results.rounds.get(row, "")),
                 ]
@@ -811,6 +875,7 @@ async def run(settings: Settings, corpus: Corpus, directory: Path) -> Results:
     bench = Bench(directory, corpus, settings)
     try:
         await bench.store.open()
+        await bench.pg.open()
         stored = await measure_writes(bench, settings, results)
         started = time.monotonic()
         for start in range(stored, corpus.total, 10 * FILL_BATCH):

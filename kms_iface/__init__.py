@@ -6,7 +6,9 @@ The public names live here; the synchronous PKCS#11 core is ``kms_iface.pkcs11``
 
 from kms_iface.database import Database
 from kms_iface.errors import (
+    DbConnectionError,
     DbError,
+    DbOutcomeUnknownError,
     DecryptionError,
     HsmError,
     InterfaceError,
@@ -62,7 +64,9 @@ __all__ = [
     "CryptoAlgorithm",
     "CryptoOracle",
     "Database",
+    "DbConnectionError",
     "DbError",
+    "DbOutcomeUnknownError",
     "DecryptionError",
     "Delete",
     "EncryptedContent",

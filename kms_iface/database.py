@@ -198,12 +198,19 @@ class Database(ObjectsStore, PermissionsStore):
         modules; ``open()`` opens the store, each HSM logs in on first use."""
         if not isinstance(config, Config):
             raise InvalidRequestError(f"expected a Config, got {type(config).__name__}")
-        if config.default_store.kind != "lmdb" or config.default_store.path is None:
-            raise NotSupportedError(
-                f"default_store kind {config.default_store.kind!r} is not available yet: "
-                "use kind = 'lmdb'"
-            )
-        store = LmdbStore(config.default_store.path)
+        default = config.default_store
+        if default.kind == "postgres" and default.dsn is not None:
+            try:
+                from kms_iface.stores.postgres import PostgresStore
+            except ImportError:  # psycopg is the optional "postgres" extra
+                raise NotSupportedError(
+                    "default_store kind 'postgres' needs psycopg: pip install 'kms-iface[postgres]'"
+                ) from None
+            store: LmdbStore | PostgresStore = PostgresStore(default.dsn)
+        elif default.kind == "lmdb" and default.path is not None:
+            store = LmdbStore(default.path)
+        else:
+            raise NotSupportedError(f"default_store kind {default.kind!r} is not available")
         database = cls(
             store,
             store,

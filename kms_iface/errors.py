@@ -31,6 +31,8 @@ Which class for which failure:
     token or device failure                                    HsmError subclass with CK_RV
                                                                  (Pkcs11Error and its named classes)
     storage failure                                            DbError
+    database unreachable, connection lost (nothing applied)    DbConnectionError (DbError)
+    connection lost after a write's COMMIT was sent            DbOutcomeUnknownError (DbError)
 
 A failing C call raises ``Pkcs11Error`` (or the named subclass for its code) built by
 ``pkcs11_error(rv, function)``; it carries ``rv``, ``rv_name`` and ``function`` and reads like
@@ -66,7 +68,9 @@ __all__ = [
     "CryptokiNotInitializedError",
     "DataInvalidError",
     "DataLenRangeError",
+    "DbConnectionError",
     "DbError",
+    "DbOutcomeUnknownError",
     "DecryptionError",
     "DeviceError",
     "DeviceMemoryError",
@@ -319,6 +323,16 @@ class DbError(InterfaceError):
     """A store (database) failure, including a duplicate uid on create."""
 
     prefix: ClassVar[str] = "Database Error: "
+
+
+class DbConnectionError(DbError):
+    """The database server could not be reached, or the connection was lost, within the store's
+    timeouts. The call was not applied: it may be tried again."""
+
+
+class DbOutcomeUnknownError(DbError):
+    """The connection was lost after a write's COMMIT was sent: the write may or may not have been
+    applied. Read the state back before trying again."""
 
 
 class HsmError(InterfaceError):

@@ -26,6 +26,7 @@ COMMANDS: Final[dict[str, str]] = {
     "encrypt": "kms_iface.cli.crypt:encrypt",
     "decrypt": "kms_iface.cli.crypt:decrypt",
     "bench": "kms_iface.cli.bench:bench",
+    "store": "kms_iface.cli.store:store",
 }
 
 OPERATION_FAILED: Final = 1
@@ -62,5 +63,5 @@ class _LazyGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Print the traceback of a failure.")
 @click.version_option(package_name="kms-iface", prog_name="kms-iface")
 def cli(debug: bool) -> None:
-    """Look at PKCS#11 tokens, manage and use their keys, and benchmark them."""
+    """Look at PKCS#11 tokens, manage and use their keys, benchmark them, and copy key stores."""
     del debug  # read by the error handler through the root context

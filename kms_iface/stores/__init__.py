@@ -1,4 +1,8 @@
-"""Object and permission stores: the contracts and the LMDB reference store."""
+"""Object and permission stores: the contracts and the LMDB reference store.
+
+``PostgresStore`` (several servers sharing one database) is in ``kms_iface.stores.postgres``; it
+needs the ``postgres`` extra (psycopg), so it is not imported here.
+"""
 
 from kms_iface.stores.base import (
     AtomicOperation,

@@ -269,8 +269,12 @@ class Dumpable(abc.ABC):
 
     @abc.abstractmethod
     def dump_objects(self, batch: int = 1000) -> AsyncIterator[list[StoredObject]]:
-        """Every object (Destroyed ones too), ``batch`` at a time, in uid order."""
+        """Every object (Destroyed ones too), ``batch`` at a time, in uid order.
+
+        Order is code point order (UTF-8 byte order; ``COLLATE "C"`` in SQL). The objects are
+        fresh copies that belong to the caller.
+        """
 
     @abc.abstractmethod
     def dump_grants(self, batch: int = 1000) -> AsyncIterator[list[Grant]]:
-        """Every grant, ``batch`` at a time, in (uid, user) order."""
+        """Every grant, ``batch`` at a time, in (uid, user) code point order."""

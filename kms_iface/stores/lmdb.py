@@ -23,16 +23,24 @@ so ``find``, ``list_uids_for_tags``, ``list_user_operations_granted`` and ``find
 from an index, never from a scan of every object. Point reads run inline on the event loop (a few
 microseconds); scans run in a worker thread; writes go through the group-commit writer thread.
 Uids, owners, users and tags are limited to 250 UTF-8 bytes (LMDB's key size limit).
+
+The dumps (``Dumpable``) read one batch per read transaction, in a worker thread: every batch is a
+consistent snapshot, the whole dump is not (copy a store nobody writes to). UTF-8 byte order is
+code point order, so ``uids`` gives uid order; ``grants``, ordered by uid length first, is read
+as one sorted run per uid length, merged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import heapq
+import itertools
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final, TypeVar, get_args
+from typing import Any, ClassVar, Final, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -46,16 +54,28 @@ from kms_iface.kmip.attributes import Attributes, validate_tags
 from kms_iface.kmip.enums import KmipOperation, State, from_name, to_name
 from kms_iface.kmip.objects import Object
 from kms_iface.secrets import wipe
+from kms_iface.stores._checks import (
+    ATTRIBUTES_CHECK,
+    MAX_NAME_BYTES,
+    OBJECT_CHECK,
+    check_object,
+    check_state,
+    encode_checked,
+    name_bytes,
+)
 from kms_iface.stores._group_commit import GroupCommitWriter
 from kms_iface.stores._uids import new_uid
 from kms_iface.stores.base import (
     AtomicOperation,
     Create,
     Delete,
+    Dumpable,
     FoundObject,
+    Grant,
     ObjectsStore,
     ObjectWithMetadata,
     PermissionsStore,
+    StoredObject,
     UpdateObject,
     UpdateState,
     Upsert,
@@ -66,11 +86,9 @@ __all__ = ["LmdbStore"]
 T = TypeVar("T")
 
 FORMAT_VERSION: Final = 1
-MAX_NAME_BYTES: Final = 250
 DEFAULT_MAP_SIZE: Final = 64 << 30
 WILDCARD_USER: Final = "*"
 INLINE_READ_LIMIT: Final = 256  # records a read may touch on the event loop thread
-_OBJECT_TYPES: Final = get_args(Object)
 _DB_NAMES: Final = (
     b"meta",
     b"uids",
@@ -163,25 +181,6 @@ _ENCODER: Final = kmip_msgpack.encoder()
 _RECORD: Final = kmip_msgpack.decoder(_Record)
 _HEADER: Final = msgspec.msgpack.Decoder(_Header)
 _LISTING: Final = kmip_msgpack.decoder(_Listing)
-_OBJECT_CHECK: Final[msgspec.msgpack.Decoder[Any]] = kmip_msgpack.decoder(Object)  # type: ignore[arg-type]
-_ATTRIBUTES_CHECK: Final = kmip_msgpack.decoder(Attributes)
-
-
-def _encode_checked(value: Any, check: msgspec.msgpack.Decoder[Any], what: str) -> bytearray:
-    """``value`` encoded, after proving it decodes back: nothing unreadable is ever stored."""
-    buffer = bytearray()
-    try:
-        _ENCODER.encode_into(value, buffer)
-    except (TypeError, ValueError, OverflowError, UnicodeEncodeError) as exc:
-        raise InvalidRequestError(f"the {what} cannot be stored: {type(exc).__name__}") from None
-    try:
-        decoded = kmip_msgpack.decode(check, buffer, what)
-    except MalformedKmipError:
-        wipe(buffer)
-        raise
-    if isinstance(decoded, _OBJECT_TYPES):
-        decoded.zeroize()
-    return buffer
 
 
 class _Payload:
@@ -193,18 +192,18 @@ class _Payload:
     __slots__ = ("attributes", "insert", "object", "state", "wrapped_by")
 
     def __init__(self, obj: object, attributes: object) -> None:
-        _check_object(obj, attributes)
+        check_object(obj, attributes)
         assert isinstance(attributes, Attributes)
-        self.object = _encode_checked(obj, _OBJECT_CHECK, "KMIP object")
+        self.object = encode_checked(obj, OBJECT_CHECK, "KMIP object")
         try:
-            self.attributes = _encode_checked(attributes, _ATTRIBUTES_CHECK, "KMIP attributes")
+            self.attributes = encode_checked(attributes, ATTRIBUTES_CHECK, "KMIP attributes")
         except InvalidRequestError:
             wipe(self.object)
             raise
         self.state = None if attributes.state is None else State(attributes.state)
         self.wrapped_by: str | None = obj.wrapping_key_uid()  # type: ignore[attr-defined]
         if self.wrapped_by is not None:
-            _name(self.wrapped_by, "the wrapping key uid")
+            name_bytes(self.wrapped_by, "the wrapping key uid")
         self.insert: _Insert | None = None
 
     def prepare_insert(self, uid: str, owner: str, state: State, tags: set[str]) -> None:
@@ -365,22 +364,10 @@ def _k(text: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
-def _name(value: object, what: str) -> bytes:
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"{what} must be a non-empty string")
-    try:
-        raw = value.encode()
-    except UnicodeEncodeError:
-        raise InvalidRequestError(f"{what} is not valid Unicode text") from None
-    if len(raw) > MAX_NAME_BYTES:
-        raise InvalidRequestError(f"{what} is longer than {MAX_NAME_BYTES} UTF-8 bytes")
-    return raw
-
-
 def _tag_set(tags: Iterable[str]) -> set[str]:
     checked = validate_tags(tags)
     for tag in checked:
-        _name(tag, "a tag")
+        name_bytes(tag, "a tag")
     return checked
 
 
@@ -388,8 +375,8 @@ def _grant_row(
     uid: str, user: str, operations: Iterable[KmipOperation]
 ) -> tuple[bytes, bytes, bytes, set[KmipOperation]]:
     """Checked uid and user, the key of their grant row, and the checked operations."""
-    uid_b = _name(uid, "uid")
-    user_b = _name(user, "user")
+    uid_b = name_bytes(uid, "uid")
+    user_b = name_bytes(user, "user")
     return uid_b, user_b, _k(uid) + user_b, _operations(operations)
 
 
@@ -404,19 +391,6 @@ def _operations(operations: Iterable[KmipOperation]) -> set[KmipOperation]:
     return result
 
 
-def _check_object(obj: object, attributes: object) -> None:
-    if not isinstance(obj, _OBJECT_TYPES):
-        raise InvalidRequestError(f"expected a KMIP object, got {type(obj).__name__}")
-    if not isinstance(attributes, Attributes):
-        raise InvalidRequestError(f"expected KMIP Attributes, got {type(attributes).__name__}")
-
-
-def _check_state(state: object) -> State:
-    if not isinstance(state, State):
-        raise InvalidRequestError(f"expected a State, got {type(state).__name__}")
-    return state
-
-
 def _encode_ops(operations: set[KmipOperation]) -> bytes:
     return ",".join(sorted(to_name(op) for op in operations)).encode()
 
@@ -426,8 +400,8 @@ def _decode_ops(raw: bytes | memoryview) -> set[KmipOperation]:
     return {from_name(KmipOperation, name) for name in text.split(",")} if text else set()
 
 
-class LmdbStore(ObjectsStore, PermissionsStore):
-    """ObjectsStore + PermissionsStore in an LMDB environment under the directory ``path``.
+class LmdbStore(ObjectsStore, PermissionsStore, Dumpable):
+    """ObjectsStore + PermissionsStore (+ Dumpable) in an LMDB environment under ``path``.
 
     ``durable=True`` makes every acknowledged write survive a power loss (fsync per group
     commit); ``durable=False`` survives a process crash but may lose the last commits on power
@@ -658,8 +632,8 @@ class LmdbStore(ObjectsStore, PermissionsStore):
     ) -> str:
         """Store a new object; ``uid=None`` makes a UUIDv4. An existing uid raises ``DbError``."""
         fresh = new_uid() if uid is None else uid
-        _name(fresh, "uid")
-        _name(owner, "owner")
+        name_bytes(fresh, "uid")
+        name_bytes(owner, "owner")
         tag_set = _tag_set(tags)
         payload = _Payload(object, attributes)
         try:
@@ -683,9 +657,9 @@ class LmdbStore(ObjectsStore, PermissionsStore):
             try:
                 uid_b = uid.encode()
             except UnicodeEncodeError:
-                uid_b = _name(uid, "uid")
+                uid_b = name_bytes(uid, "uid")
         else:
-            uid_b = _name(uid, "uid")
+            uid_b = name_bytes(uid, "uid")
         shared = self._env()
         try:
             with shared.env.begin(buffers=True) as txn:
@@ -709,7 +683,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     async def retrieve_tags(self, uid: str) -> set[str]:
         """The object's tags (empty for an unknown uid)."""
-        _name(uid, "uid")
+        name_bytes(uid, "uid")
 
         def read(txn: lmdb.Transaction, dbs: _Tables) -> set[str]:
             found = self._locate(txn, dbs, uid)
@@ -725,7 +699,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         tags: Iterable[str] | None = None,
     ) -> None:
         """Replace object and attributes, keep the state; ``tags=None`` keeps the tags."""
-        _name(uid, "uid")
+        name_bytes(uid, "uid")
         tag_set = None if tags is None else _tag_set(tags)
         payload = _Payload(object, attributes)
         try:
@@ -735,18 +709,18 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     async def update_state(self, uid: str, state: State) -> None:
         """Change only the stored state (an unknown uid is ignored)."""
-        _name(uid, "uid")
-        checked = _check_state(state)
+        name_bytes(uid, "uid")
+        checked = check_state(state)
         await self._write(lambda txn, dbs: self._update_state(txn, dbs, uid, checked))
 
     async def delete(self, uid: str) -> None:
         """Remove object, tags and permissions; an unknown uid is not an error."""
-        _name(uid, "uid")
+        name_bytes(uid, "uid")
         await self._write(lambda txn, dbs: self._delete(txn, dbs, uid))
 
     async def atomic(self, user: str, operations: Sequence[AtomicOperation]) -> list[str]:
         """Apply ``operations`` in order in one all-or-nothing transaction; their uids in order."""
-        _name(user, "user")
+        name_bytes(user, "user")
         if isinstance(operations, (str, bytes)) or not isinstance(operations, Sequence):
             raise InvalidRequestError("operations must be a sequence of atomic operations")
         plan: list[tuple[str, AtomicOperation, _Payload | None, set[str] | None]] = []
@@ -786,21 +760,21 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         """One checked step of a batch: uid, operation, encoded payload, checked tags."""
         if isinstance(op, Create):
             uid = new_uid() if op.uid is None else op.uid
-            _name(uid, "uid")
+            name_bytes(uid, "uid")
             new_tags = _tag_set(op.tags)
             payload = _Payload(op.object, op.attributes)
             payload.prepare_insert(uid, user, payload.state or State.PreActive, new_tags)
             return uid, op, payload, new_tags
         if not isinstance(op, (Upsert, UpdateObject, UpdateState, Delete)):
             raise InvalidRequestError(f"{type(op).__name__} is not an atomic operation")
-        _name(op.uid, "uid")
+        name_bytes(op.uid, "uid")
         if isinstance(op, UpdateState):
-            _check_state(op.state)
+            check_state(op.state)
             return op.uid, op, None, None
         if isinstance(op, Delete):
             return op.uid, op, None, None
         if isinstance(op, Upsert):
-            _check_state(op.state)
+            check_state(op.state)
         tags = None if op.tags is None else _tag_set(op.tags)
         payload = _Payload(op.object, op.attributes)
         if isinstance(op, Upsert):
@@ -809,7 +783,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     async def is_object_owned_by(self, uid: str, owner: str) -> bool:
         """Whether ``owner`` is exactly the owner of ``uid``."""
-        _name(uid, "uid")
+        name_bytes(uid, "uid")
         if not isinstance(owner, str):
             raise InvalidRequestError("owner must be a string")
 
@@ -886,11 +860,11 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         ObjectType, ApplicationSpecificInformation, every Link and every Name; the tags of the
         ``vendor_id`` tag attribute (all required). Other attributes are ignored.
         """
-        user_b = _name(user, "user")
+        user_b = name_bytes(user, "user")
         if researched_attributes is not None and not isinstance(researched_attributes, Attributes):
             raise InvalidRequestError("researched_attributes must be Attributes or None")
         if state is not None:
-            _check_state(state)
+            check_state(state)
         search = researched_attributes or Attributes()
         tags = validate_tags(search.get_tags(vendor_id))
         must_own = bool(user_must_be_owner)
@@ -955,7 +929,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         """Objects owned by or directly granted to ``user`` wrapped by ``wrapping_key_uid``."""
         if not isinstance(wrapping_key_uid, str):
             raise InvalidRequestError("wrapping_key_uid must be a string")
-        user_b = _name(user, "user")
+        user_b = name_bytes(user, "user")
         kek = _lookup_key(wrapping_key_uid)
         if kek is None:
             return []
@@ -995,7 +969,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         A grant on a missing object reports owner ``""`` and state Active; grants to ``"*"`` are
         not listed for other users.
         """
-        user_b = _name(user, "user")
+        user_b = name_bytes(user, "user")
 
         def read(
             txn: lmdb.Transaction, dbs: _Tables
@@ -1017,7 +991,7 @@ class LmdbStore(ObjectsStore, PermissionsStore):
 
     async def list_object_operations_granted(self, uid: str) -> dict[str, set[KmipOperation]]:
         """``{user: operations}`` granted on ``uid``."""
-        _name(uid, "uid")
+        name_bytes(uid, "uid")
         prefix = _k(uid)
 
         def read(txn: lmdb.Transaction, dbs: _Tables) -> dict[str, set[KmipOperation]]:
@@ -1074,8 +1048,8 @@ class LmdbStore(ObjectsStore, PermissionsStore):
         self, uid: str, user: str, no_inherited_access: bool
     ) -> set[KmipOperation]:
         """Direct grants of ``user`` on ``uid``, plus those of ``"*"`` unless told not to."""
-        _name(uid, "uid")
-        user_b = _name(user, "user")
+        name_bytes(uid, "uid")
+        user_b = name_bytes(user, "user")
         prefix = _k(uid)
         inherit = not no_inherited_access and user != WILDCARD_USER
 
@@ -1091,6 +1065,110 @@ class LmdbStore(ObjectsStore, PermissionsStore):
             return ops
 
         return self._read(read)
+
+    # -- Dumpable ------------------------------------------------------------------------------
+
+    async def dump_objects(self, batch: int = 1000) -> AsyncIterator[list[StoredObject]]:
+        """Every object (Destroyed ones too), ``batch`` at a time, in uid order."""
+        size = _batch_size(batch)
+        after: bytes | None = None
+        while True:
+            page = await self._scan(functools.partial(self._object_page, after=after, size=size))
+            if page:
+                yield page
+            if len(page) < size:
+                return
+            after = page[-1].uid.encode()
+
+    def _object_page(
+        self, txn: lmdb.Transaction, dbs: _Tables, *, after: bytes | None, size: int
+    ) -> list[StoredObject]:
+        """Up to ``size`` objects whose uid comes after ``after`` (from the first when None)."""
+        cursor = txn.cursor(db=dbs.uids)
+        # The smallest key greater than ``after`` is ``after + b"\x00"``.
+        if not (cursor.first() if after is None else cursor.set_range(after + b"\x00")):
+            return []
+        page = []
+        for uid_b, seq in cursor.iternext():
+            uid = bytes(uid_b).decode()
+            raw = txn.get(seq, db=dbs.objects)
+            if raw is None:
+                raise DbError(f"the store is inconsistent: {uid!r} is indexed but has no record")
+            record = self._decode(_RECORD, raw, uid)
+            page.append(
+                StoredObject(
+                    uid,
+                    record.owner,
+                    State[record.state],
+                    record.object,
+                    record.attributes,
+                    frozenset(record.tags),
+                )
+            )
+            if len(page) == size:
+                break
+        return page
+
+    async def dump_grants(self, batch: int = 1000) -> AsyncIterator[list[Grant]]:
+        """Every grant, ``batch`` at a time, in (uid, user) order (objects need not exist)."""
+        size = _batch_size(batch)
+        after: tuple[bytes, bytes] | None = None
+        while True:
+            page = await self._scan(functools.partial(self._grant_page, after=after, size=size))
+            if page:
+                yield page
+            if len(page) < size:
+                return
+            after = page[-1].uid.encode(), page[-1].user.encode()
+
+    @staticmethod
+    def _grant_page(
+        txn: lmdb.Transaction, dbs: _Tables, *, after: tuple[bytes, bytes] | None, size: int
+    ) -> list[Grant]:
+        """Up to ``size`` grants whose (uid, user) comes after ``after``: the runs, merged."""
+        probe = txn.cursor(db=dbs.grants)
+        runs = []
+        length = 0
+        while probe.set_range(length.to_bytes(2, "big")):
+            length = int.from_bytes(bytes(probe.key())[:2], "big")
+            runs.append(_grant_run(txn, dbs, length, after))
+            length += 1
+        return [
+            Grant(uid_b.decode(), user_b.decode(), frozenset(_decode_ops(ops)))
+            for uid_b, user_b, ops in itertools.islice(heapq.merge(*runs), size)
+        ]
+
+
+def _batch_size(batch: object) -> int:
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise InvalidRequestError("batch must be an int of at least 1")
+    return batch
+
+
+def _grant_run(
+    txn: lmdb.Transaction, dbs: _Tables, length: int, after: tuple[bytes, bytes] | None
+) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """The grants on uids of ``length`` bytes after ``after``: (uid, user, operations), sorted.
+
+    Within one uid length, key order is (uid, user) order. The seek, from ``after``'s uid: of
+    this length, it lands on ``after`` (skipped); shorter, on the first longer uid that follows
+    it; longer, on its first ``length`` bytes, whose grants all come before ``after`` (skipped).
+    """
+    prefix = length.to_bytes(2, "big")
+    cursor = txn.cursor(db=dbs.grants)
+    start = prefix
+    if after is not None:
+        uid_b, user_b = after
+        start += uid_b + user_b if len(uid_b) == length else uid_b[:length]
+    if not cursor.set_range(start):
+        return
+    for key, ops in cursor.iternext():
+        key = bytes(key)
+        if not key.startswith(prefix):
+            return
+        row = key[2 : 2 + length], key[2 + length :]
+        if after is None or row > after:
+            yield row[0], row[1], bytes(ops)
 
 
 def _lookup_key(text: str) -> bytes | None:

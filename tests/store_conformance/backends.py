@@ -16,30 +16,17 @@ A backend is described by a ``Backend`` entry:
 ``open_store(name, descriptor)`` opens the store of a descriptor (``async with``), from this
 process or from another one.
 
-Registered: ``lmdb`` (an ``LmdbStore``; the descriptor is its directory) and ``router`` (the uid
+Registered: ``lmdb`` (an ``LmdbStore``; the descriptor is its directory), ``router`` (the uid
 router ``kms_iface.Database`` with only its default store, one ``LmdbStore`` serving as both
-objects and permissions store; same descriptor), so that the router is held to the whole contract.
+objects and permissions store; same descriptor), so that the router is held to the whole contract,
+and ``postgres`` (a ``PostgresStore``; the descriptor is the DSN of a fresh database, cloned from
+a template holding the schema on the session's private cluster, ``tests/postgres_cluster.py``,
+started on first use; dropped after the test).
 
-Adding a backend (PostgreSQL, say) is one more entry in ``BACKENDS``::
-
-    async def _postgres_descriptor(tmp_path: Path) -> str:
-        # e.g. CREATE DATABASE kms_test_<uuid> on the server named by KMS_IFACE_TEST_POSTGRES_DSN
-        # and return the DSN of that fresh database
-        ...
-
-    async def _postgres_discard(descriptor: str) -> None:
-        ...  # DROP DATABASE
-
-    def _postgres_store(descriptor: str) -> Store:
-        from kms_iface.stores.postgres import PostgresStore
-
-        return cast(Store, PostgresStore(descriptor, pool_size=4))
-
-    BACKENDS.append(Backend("postgres", _postgres_descriptor, _postgres_store, _postgres_discard))
-
-Register it unconditionally (a missing server must fail the run, not skip it silently); the
-LMDB-only checks (file modes, format version, constructor without I/O) live in
-``test_lmdb_specific.py``, every other test runs against every entry.
+Adding a backend is one more entry in ``BACKENDS``, registered unconditionally (a missing server
+must fail the run, not skip it silently). The LMDB-only checks (file modes, format version,
+constructor without I/O) live in ``test_lmdb_specific.py``, the PostgreSQL-only ones in
+``tests/test_postgres_store.py``; every other test runs against every entry.
 """
 
 from __future__ import annotations
@@ -49,6 +36,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
+
+import anyio
+import anyio.to_thread
 
 from kms_iface.stores.base import ObjectsStore, PermissionsStore
 
@@ -93,9 +83,28 @@ def _router_store(descriptor: str) -> Store:
     return cast(Store, Database(store, store))
 
 
+async def _postgres_descriptor(tmp_path: Path) -> str:
+    from tests.postgres_cluster import new_database
+
+    return await anyio.to_thread.run_sync(new_database)
+
+
+async def _postgres_discard(descriptor: str) -> None:
+    from tests.postgres_cluster import drop_database
+
+    await anyio.to_thread.run_sync(drop_database, descriptor)
+
+
+def _postgres_store(descriptor: str) -> Store:
+    from kms_iface.stores.postgres import PostgresStore
+
+    return cast(Store, PostgresStore(descriptor, pool_size=4))
+
+
 BACKENDS: list[Backend] = [
     Backend("lmdb", _lmdb_descriptor, _lmdb_store),
     Backend("router", _lmdb_descriptor, _router_store),
+    Backend("postgres", _postgres_descriptor, _postgres_store, _postgres_discard),
 ]
 
 
