@@ -8,6 +8,8 @@ import logging
 import os
 import random
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -578,3 +580,16 @@ def test_store_opened_before_fork_is_refused_in_the_child(dsn: str) -> None:
         assert anyio.run(store.retrieve, "x") is None  # the parent's store still works
     finally:
         anyio.run(store.close)
+
+
+def test_exported_lazily_from_kms_iface_stores() -> None:
+    """``kms_iface.stores.PostgresStore`` works, and importing the package needs no psycopg."""
+    import kms_iface.stores
+    from kms_iface.stores import postgres
+
+    assert kms_iface.stores.PostgresStore is postgres.PostgresStore
+    code = "import sys, kms_iface, kms_iface.stores; print('psycopg' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False"

@@ -1,8 +1,11 @@
-"""Object and permission stores: the contracts and the LMDB reference store.
+"""Object and permission stores: the contracts, the LMDB reference store and PostgreSQL.
 
-``PostgresStore`` (several servers sharing one database) is in ``kms_iface.stores.postgres``; it
-needs the ``postgres`` extra (psycopg), so it is not imported here.
+``PostgresStore`` (several servers sharing one database) needs the ``postgres`` extra (psycopg):
+it is imported on first use of ``kms_iface.stores.PostgresStore``, so the package imports
+without psycopg.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from kms_iface.stores.base import (
     AtomicOperation,
@@ -32,8 +35,20 @@ __all__ = [
     "ObjectWithMetadata",
     "ObjectsStore",
     "PermissionsStore",
+    "PostgresStore",
     "StoredObject",
     "UpdateObject",
     "UpdateState",
     "Upsert",
 ]
+
+if TYPE_CHECKING:
+    from kms_iface.stores.postgres import PostgresStore
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":
+        from kms_iface.stores.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
