@@ -9,7 +9,7 @@ EXT := kms_iface/_pkcs11$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.
 CORE_SOURCES := $(wildcard kms_iface/*.pyx kms_iface/*.pxi kms_iface/*.pxd include/*.h) setup.py
 WHEELHOUSE := build/wheelhouse
 
-.PHONY: all test bench lint typecheck pytest system-deps venv build wheelhouse wheel clean
+.PHONY: all test bench fuzz lint typecheck pytest system-deps venv build wheelhouse wheel clean
 
 all: build
 
@@ -82,3 +82,8 @@ bench: build
 
 clean:
 	rm -rf build dist $(EXT) kms_iface/_pkcs11.c .mypy_cache .ruff_cache .pytest_cache
+
+# The long fuzz run: every fuzz property with many examples, then a summary per target.
+fuzz: build
+	@mkdir -p build/fuzz
+	$(PY) -m tests.fuzz.run --examples $(or $(FUZZ_EXAMPLES),2000) --json build/fuzz/summary.json $(FUZZ_ARGS)

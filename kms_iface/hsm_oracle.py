@@ -40,6 +40,7 @@ from kms_iface.secrets import SecretBytes
 __all__ = ["HsmEncryptionOracle", "hsm_uid", "parse_hsm_uid"]
 
 _USIZE_MAX: Final = 2**64 - 1
+_USIZE_DIGITS: Final = len(str(_USIZE_MAX))
 _RSA: Final = frozenset(
     {CryptoAlgorithm.RSA_PKCS_V15, CryptoAlgorithm.RSA_OAEP_SHA1, CryptoAlgorithm.RSA_OAEP_SHA256}
 )
@@ -76,14 +77,16 @@ def hsm_uid(prefix: str, slot_id: int, key_id: str) -> str:
 def _parse_usize(text: str) -> int:
     """Rust's ``str::parse::<usize>`` (a leading ``+`` allowed, ASCII digits only)."""
     digits = text[1:] if text.startswith("+") else text
+    # Leading zeros off before int(), which refuses strings of over 4300 digits (ValueError).
+    significant = digits.lstrip("0") or "0"
     if not text:
         reason = "cannot parse integer from empty string"
     elif not digits or not (digits.isascii() and digits.isdigit()):
         reason = "invalid digit found in string"
-    elif int(digits) > _USIZE_MAX:
+    elif len(significant) > _USIZE_DIGITS or int(significant) > _USIZE_MAX:
         reason = "number too large to fit in target type"
     else:
-        return int(digits)
+        return int(significant)
     raise InvalidRequestError(f"The slot_id must be a valid unsigned integer: {reason}")
 
 

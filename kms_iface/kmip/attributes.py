@@ -276,6 +276,11 @@ class Attributes(KmipStruct):
             raise InvalidRequestError(f"the {vendor_id!r} tag attribute must be a TextString")
         try:
             tags = _TAGS_DECODER.decode(value.value)
+        except UnicodeEncodeError:  # a lone surrogate in the text
+            raise InvalidRequestError(
+                f"the {vendor_id!r} tag attribute must hold a JSON array of strings: "
+                "not valid Unicode text"
+            ) from None
         except msgspec.DecodeError as exc:
             raise InvalidRequestError(
                 f"the {vendor_id!r} tag attribute must hold a JSON array of strings: {exc}"
@@ -295,12 +300,17 @@ _TAGS_ENCODER: Final = msgspec.json.Encoder()
 
 
 def validate_tags(tags: Iterable[str]) -> set[str]:
-    """``tags`` as a set, refusing a bare string and any tag that is not a non-empty str."""
+    """``tags`` as a set, refusing a bare string and any tag that is not a non-empty str of valid
+    Unicode text (a lone surrogate cannot be stored)."""
     if isinstance(tags, (str, bytes)):
         raise InvalidRequestError("tags must be a collection of strings, not a single string")
     result = set()
     for tag in tags:
         if not isinstance(tag, str) or not tag:
             raise InvalidRequestError("every tag must be a non-empty string")
+        try:
+            tag.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequestError("every tag must be valid Unicode text") from None
         result.add(tag)
     return result

@@ -1,0 +1,1 @@
+"""Shared fuzzing equipment: strategies, settings, the watchdog and the long-run script."""
