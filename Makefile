@@ -9,7 +9,7 @@ EXT := kms_iface/_pkcs11$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.
 CORE_SOURCES := $(wildcard kms_iface/*.pyx kms_iface/*.pxi kms_iface/*.pxd include/*.h) setup.py
 WHEELHOUSE := build/wheelhouse
 
-.PHONY: all test bench fuzz lint typecheck pytest system-deps venv build wheelhouse wheel clean
+.PHONY: all test bench fuzz soak lint typecheck pytest system-deps venv build wheelhouse wheel clean
 
 all: build
 
@@ -87,3 +87,7 @@ clean:
 fuzz: build
 	@mkdir -p build/fuzz
 	$(PY) -m tests.fuzz.run --examples $(or $(FUZZ_EXAMPLES),2000) --json build/fuzz/summary.json $(FUZZ_ARGS)
+
+# Not part of `make test`: 1,000,000 mixed HSM-façade and LMDB operations, memory sampled.
+soak: build
+	$(PY) benches/soak.py $(SOAK_ARGS)
