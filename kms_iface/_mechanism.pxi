@@ -11,15 +11,22 @@ cdef enum:
 cdef class Mechanism:
     """A mechanism and its parameters; the module may read and write them during a call.
 
+    The AES IV and GCM parameter block are restored from a pristine copy before every call, so
+    a module that writes into them (some write their own IV back) cannot change a reused
+    ``Mechanism``.
+
     Use the constructors (``aes_gcm``, ``aes_cbc``, ``rsa_oaep``, ``rsa_pss``) for the
     parameterised mechanisms; ``Mechanism(type, parameter)`` copies a raw parameter block.
     """
 
     cdef CK_MECHANISM mech
     cdef CK_GCM_PARAMS gcm
+    cdef CK_GCM_PARAMS gcm0
     cdef CK_RSA_PKCS_OAEP_PARAMS oaep
     cdef CK_RSA_PKCS_PSS_PARAMS pss
     cdef unsigned char iv[_MAX_IV]
+    cdef unsigned char iv0[_MAX_IV]
+    cdef Py_ssize_t iv_len
     cdef unsigned char *raw
     cdef Py_ssize_t raw_len
     cdef Py_buffer extra
@@ -58,6 +65,13 @@ cdef class Mechanism:
     def __repr__(self):
         return f"<Mechanism 0x{self.mech.mechanism:x}>"
 
+    cdef inline void _restore(self) noexcept nogil:
+        """Undo whatever a module wrote into the IV or the GCM parameters."""
+        if self.iv_len:
+            memcpy(self.iv, self.iv0, <size_t>self.iv_len)
+            if self.mech.pParameter == <void *>&self.gcm:
+                self.gcm = self.gcm0
+
     cdef int _hold(self, object buffer) except -1:
         PyObject_GetBuffer(buffer, &self.extra, PyBUF_SIMPLE)
         self.has_extra = True
@@ -95,6 +109,9 @@ cdef class Mechanism:
         m.mech.mechanism = CKM_AES_GCM
         m.mech.pParameter = &m.gcm
         m.mech.ulParameterLen = sizeof(CK_GCM_PARAMS)
+        m.gcm0 = m.gcm
+        m.iv_len = <Py_ssize_t>m.gcm.ulIvLen
+        memcpy(m.iv0, m.iv, <size_t>m.iv_len)
         return m
 
     @staticmethod
@@ -112,6 +129,8 @@ cdef class Mechanism:
         m.mech.mechanism = CKM_AES_CBC_PAD if pad else CKM_AES_CBC
         m.mech.pParameter = m.iv
         m.mech.ulParameterLen = _AES_BLOCK
+        m.iv_len = _AES_BLOCK
+        memcpy(m.iv0, m.iv, _AES_BLOCK)
         return m
 
     @staticmethod

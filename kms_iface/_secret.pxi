@@ -15,6 +15,9 @@ def wipe(buffer):
         PyBuffer_Release(&view)
 
 
+cdef Py_ssize_t _UNIT_STRIDE = 1
+
+
 cdef class SecretBytes:
     """A mutable byte buffer for PINs, key values and plaintext, wiped on demand and on free.
 
@@ -127,7 +130,7 @@ cdef class SecretBytes:
         buffer.format = "B"
         buffer.ndim = 1
         buffer.shape = &self._len
-        buffer.strides = NULL
+        buffer.strides = &_UNIT_STRIDE  # consumers that read strides (slice assignment) need one
         buffer.suboffsets = NULL
         buffer.internal = NULL
         self._exports += 1

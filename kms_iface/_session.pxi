@@ -4,8 +4,14 @@ cdef enum:
     _OP_NONE = 0
     _OP_ENCRYPT = 1
     _OP_DECRYPT = 2
+    _OP_SIGN = 3
+    # Single-part operations left open (CKR_BUFFER_TOO_SMALL): no Final call can end them.
+    _OP_ENCRYPT_ONE = 4
+    _OP_DECRYPT_ONE = 5
     _CKF_ENCRYPT = 0x100
     _CKF_DECRYPT = 0x200
+    _CKF_SIGN = 0x800
+    _CKR_OPERATION_ACTIVE = 0x90
     _CKR_SESSION_CLOSED = 0xB0
     _CKR_SESSION_HANDLE_INVALID = 0xB3
     _FIRST_CALL = 0
@@ -20,6 +26,12 @@ cdef CK_ULONG _MAX_OUTPUT = 1UL << 34
 # Room for the largest RSA modulus the core expects (8192 bits) when the size is unknown.
 cdef Py_ssize_t _RSA_ROOM = 1024
 cdef unsigned char _EMPTY[1]
+
+
+cdef inline CK_ULONG _plausible_output(Py_ssize_t n) noexcept nogil:
+    """The most a single-part AES or RSA operation on ``n`` bytes can output (with margin):
+    a module asking for more after CKR_BUFFER_TOO_SMALL is not believed."""
+    return <CK_ULONG>n + 2 * _AES_BLOCK + <CK_ULONG>_RSA_ROOM
 
 # Attribute values returned as SecretBytes: CKA_VALUE and the RSA private components.
 cdef frozenset _SECRET_ATTRS = frozenset({0x11, 0x123, 0x124, 0x125, 0x126, 0x127, 0x128})
@@ -388,6 +400,7 @@ cdef class Session:
     cdef CK_RV _one_shot(self, bint decrypt, Mechanism m, CK_OBJECT_HANDLE key,
                          unsigned char *data, CK_ULONG n, unsigned char *out,
                          CK_ULONG *outlen, int *stage) noexcept nogil:
+        m._restore()
         return self._one_shot_raw(decrypt, &m.mech, key, data, n, out, outlen, stage)
 
     cdef CK_RV _one_shot_raw(self, bint decrypt, CK_MECHANISM *mech, CK_OBJECT_HANDLE key,
@@ -412,6 +425,16 @@ cdef class Session:
         _check(rv, "C_Decrypt" if decrypt else "C_Encrypt")
         return 0
 
+    cdef int _end_abandoned(self, bint decrypt, unsigned char *data, CK_ULONG n,
+                            CK_ULONG needed) except -1:
+        """After a resized call still answered CKR_BUFFER_TOO_SMALL: end the single-part
+        operation into scratch memory when the module's length is plausible, else leave it
+        marked open, so that ``cancel`` fails and a pool closes the session."""
+        if needed <= _plausible_output(n):
+            return self._finish_abandoned(decrypt, data, n, needed)
+        self._op = _OP_DECRYPT_ONE if decrypt else _OP_ENCRYPT_ONE
+        return 0
+
     cdef int _finish_abandoned(self, bint decrypt, unsigned char *data, CK_ULONG n,
                                CK_ULONG needed) except -1:
         """End a single-part operation left open by CKR_BUFFER_TOO_SMALL; output is wiped."""
@@ -419,7 +442,7 @@ cdef class Session:
         cdef CK_ULONG outlen = needed
         cdef CK_RV rv
         if scratch == NULL:
-            self._op = _OP_DECRYPT if decrypt else _OP_ENCRYPT
+            self._op = _OP_DECRYPT_ONE if decrypt else _OP_ENCRYPT_ONE
             raise MemoryError()
         self._enter("C_Decrypt" if decrypt else "C_Encrypt")
         with nogil:
@@ -431,7 +454,7 @@ cdef class Session:
             free(scratch)
         self._leave()
         if rv == CKR_BUFFER_TOO_SMALL:
-            self._op = _OP_DECRYPT if decrypt else _OP_ENCRYPT
+            self._op = _OP_DECRYPT_ONE if decrypt else _OP_ENCRYPT_ONE
         return 0
 
     def encrypt(self, Mechanism mechanism not None, CK_OBJECT_HANDLE key, data):
@@ -456,7 +479,8 @@ cdef class Session:
                 rv = self._one_shot(False, mechanism, key, _ptr(&din), <CK_ULONG>din.len,
                                     dst, &outlen, &stage)
             self._leave()
-            if rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL and outlen <= _MAX_OUTPUT:
+            if (rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL
+                    and outlen <= _plausible_output(din.len)):
                 out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>outlen)
                 dst = <unsigned char *>PyBytes_AS_STRING(out)
                 self._enter("C_Encrypt")
@@ -464,7 +488,7 @@ cdef class Session:
                     rv = self._fl.C_Encrypt(self._h, _ptr(&din), <CK_ULONG>din.len, dst, &outlen)
                 self._leave()
             if rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL:
-                self._op = _OP_ENCRYPT
+                self._end_abandoned(False, _ptr(&din), <CK_ULONG>din.len, outlen)
             self._fail(rv, stage, False)
         finally:
             PyBuffer_Release(&din)
@@ -490,7 +514,8 @@ cdef class Session:
                 rv = self._one_shot(True, mechanism, key, _ptr(&din), <CK_ULONG>din.len,
                                     out._buf, &outlen, &stage)
             self._leave()
-            if rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL and outlen <= _MAX_OUTPUT:
+            if (rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL
+                    and outlen <= _plausible_output(din.len)):
                 out._grow(<Py_ssize_t>outlen)
                 self._enter("C_Decrypt")
                 with nogil:
@@ -498,7 +523,7 @@ cdef class Session:
                                             out._buf, &outlen)
                 self._leave()
             if rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL:
-                self._op = _OP_DECRYPT
+                self._end_abandoned(True, _ptr(&din), <CK_ULONG>din.len, outlen)
             if rv != CKR_OK:
                 out.zeroize()
             self._fail(rv, stage, True)
@@ -563,6 +588,7 @@ cdef class Session:
                     outs[i] = <unsigned char *>PyBytes_AS_STRING(out)
                 results[i] = out
                 outlens[i] = <CK_ULONG>size
+                m._restore()
                 mechs[i] = &m.mech
             stopped = count
             self._enter("C_Decrypt" if decrypt else "C_Encrypt")
@@ -590,7 +616,7 @@ cdef class Session:
                                            <CK_ULONG>views[stopped].len, outlens[stopped])
                     results[stopped] = None
                 elif rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL:
-                    self._op = _OP_DECRYPT if decrypt else _OP_ENCRYPT  # left for the pool
+                    self._op = _OP_DECRYPT_ONE if decrypt else _OP_ENCRYPT_ONE  # for the pool
                     results[stopped] = pkcs11_error(rv, "C_Decrypt" if decrypt else "C_Encrypt")
                 elif stage == _FIRST_CALL:
                     results[stopped] = pkcs11_error(
@@ -666,6 +692,7 @@ cdef class Session:
         cdef CK_RV rv
         self._enter("C_DecryptInit" if decrypt else "C_EncryptInit")
         with nogil:
+            m._restore()
             if decrypt:
                 rv = self._fl.C_DecryptInit(self._h, &m.mech, key)
             else:
@@ -758,27 +785,36 @@ cdef class Session:
     def cancel(self):
         """End an open multi-part operation, discarding (and wiping) what it would output.
 
-        Uses C_SessionCancel on 3.x modules, else runs the Final call into scratch memory.
+        Uses C_SessionCancel on 3.x modules, else runs the Final call into scratch memory. A
+        single-part or sign operation left open (the module kept answering
+        CKR_BUFFER_TOO_SMALL) cannot be ended that way: ``OperationActiveError``, and the
+        session should be closed (a pool does).
         """
         cdef CK_RV rv
-        cdef bint decrypt = self._op == _OP_DECRYPT
-        if self._op == _OP_NONE:
+        cdef int op = self._op
+        cdef bint decrypt = op == _OP_DECRYPT or op == _OP_DECRYPT_ONE
+        cdef CK_FLAGS flags = _CKF_DECRYPT if decrypt else (_CKF_SIGN if op == _OP_SIGN else _CKF_ENCRYPT)
+        if op == _OP_NONE:
             return
         if self._lib._fl3 != NULL:
             self._enter("C_SessionCancel")
             with nogil:
-                rv = self._lib._fl3.C_SessionCancel(self._h, _CKF_DECRYPT if decrypt else _CKF_ENCRYPT)
+                rv = self._lib._fl3.C_SessionCancel(self._h, flags)
             self._leave()
             if rv == CKR_OK:
                 self._op = _OP_NONE
                 self._op_mech = None
                 return
+        if op != _OP_ENCRYPT and op != _OP_DECRYPT:
+            # A single-part or sign operation: no Final call ends it. Still marked open, so
+            # that the owner (a pool) closes the session.
+            raise pkcs11_error(_CKR_OPERATION_ACTIVE, "C_SessionCancel")
         try:
             result = self._part(decrypt, None, None, True)
             if decrypt:
                 (<SecretBytes>result).zeroize()
         except HsmError:
-            pass
+            pass  # an error other than BUFFER_TOO_SMALL ends a multi-part operation
         self._op = _OP_NONE
         self._op_mech = None
 
@@ -797,6 +833,7 @@ cdef class Session:
             self._enter("C_Sign")
             with nogil:
                 stage = _FIRST_CALL
+                m._restore()
                 rv = self._fl.C_SignInit(self._h, &m.mech, key)
                 if rv == CKR_OK:
                     stage = _SECOND_CALL
@@ -809,6 +846,8 @@ cdef class Session:
                 with nogil:
                     rv = self._fl.C_Sign(self._h, _ptr(&din), <CK_ULONG>din.len, dst, &outlen)
                 self._leave()
+            if rv == CKR_BUFFER_TOO_SMALL and stage == _SECOND_CALL:
+                self._op = _OP_SIGN  # still open: only C_SessionCancel or closing ends it
             _check(rv, "C_SignInit" if stage == _FIRST_CALL else "C_Sign")
         finally:
             PyBuffer_Release(&din)
@@ -830,6 +869,7 @@ cdef class Session:
             self._enter("C_Verify")
             with nogil:
                 stage = _FIRST_CALL
+                m._restore()
                 rv = self._fl.C_VerifyInit(self._h, &m.mech, key)
                 if rv == CKR_OK:
                     stage = _SECOND_CALL
@@ -853,6 +893,7 @@ cdef class Session:
         for attempt in range(2):
             self._enter("C_WrapKey")
             with nogil:
+                m._restore()
                 rv = self._fl.C_WrapKey(self._h, &m.mech, wrapping_key, key, dst, &outlen)
             self._leave()
             if rv != CKR_BUFFER_TOO_SMALL or outlen > _MAX_OUTPUT:
@@ -872,6 +913,7 @@ cdef class Session:
         try:
             self._enter("C_UnwrapKey")
             with nogil:
+                m._restore()
                 rv = self._fl.C_UnwrapKey(self._h, &m.mech, unwrapping_key, _ptr(&din),
                                           <CK_ULONG>din.len, t.attrs, t.count, &obj)
             self._leave()

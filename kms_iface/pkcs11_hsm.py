@@ -44,6 +44,8 @@ import anyio.to_thread
 from kms_iface._completion import ABANDONED, PENDING, RUNNING, Completion, deliver
 from kms_iface._pkcs11 import SecretBytes, Session
 from kms_iface.errors import (
+    CKR_OPERATION_ACTIVE,
+    CKR_USER_NOT_LOGGED_IN,
     LOGIN_LOST_CODES,
     SESSION_LOST_CODES,
     STALE_HANDLE_CODES,
@@ -51,6 +53,7 @@ from kms_iface.errors import (
     InvalidRequestError,
     KeyHandleInvalidError,
     ObjectHandleInvalidError,
+    pkcs11_error,
 )
 from kms_iface.hsm import (
     HSM,
@@ -98,7 +101,10 @@ PARALLEL_BYTES: Final = 64 * 1024
 WORKER_IDLE_SECONDS: Final = 30.0
 """A worker with nothing to do for this long ends (a new one starts on demand)."""
 
-_RECOVERABLE: Final = SESSION_LOST_CODES | LOGIN_LOST_CODES | STALE_HANDLE_CODES
+_RECOVERABLE: Final = (
+    SESSION_LOST_CODES | LOGIN_LOST_CODES | STALE_HANDLE_CODES | {CKR_OPERATION_ACTIVE}
+)
+"""Errors handed to the pool's lease, which recovers (CKR_OPERATION_ACTIVE: closes the session)."""
 _STALE: Final = (ObjectHandleInvalidError, KeyHandleInvalidError)
 _PUBLIC_STATES: Final = frozenset({ck.CKS_RO_PUBLIC_SESSION, ck.CKS_RW_PUBLIC_SESSION})
 _GCM: Final = CryptoAlgorithm.AES_GCM
@@ -633,6 +639,10 @@ class _Slot:
             wanted, purpose = _WANTS[want]
             handle = keys.find_key(session, key_id, wanted, batch=self.batch, purpose=purpose)
         if handle is None:
+            if self._login_lost(session):
+                # A lost login hides private keys: not "not found", but a login to restore
+                # (the pool logs in again and the job runs once more).
+                raise pkcs11_error(CKR_USER_NOT_LOGGED_IN, "C_FindObjects")
             if required:
                 raise InvalidRequestError(keys.OBJECT_NOT_FOUND)
             return None

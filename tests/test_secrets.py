@@ -61,3 +61,12 @@ def test_unhashable() -> None:
 def test_negative_length_is_refused() -> None:
     with pytest.raises(InvalidRequestError):
         SecretBytes(-1)
+
+
+def test_a_secret_copies_into_a_slice_of_another_buffer() -> None:
+    """Slice assignment reads the source's strides (a NULL one crashed the interpreter)."""
+    target = bytearray(6)
+    memoryview(target)[1:5] = SecretBytes(b"abcd")
+    assert target == bytearray(b"\x00abcd\x00")
+    with memoryview(SecretBytes(b"xyz")) as view:
+        assert view.strides == (1,) and view.c_contiguous

@@ -3,8 +3,9 @@
 The pool owns the token's login: it logs in once, keeps one *anchor* session open for the life of
 the login (closing a token's last session logs it out), and never calls ``C_Logout`` when a
 session comes back. A session is lent to one thread at a time and returns only with no operation
-active. Sessions that the module reports lost are discarded; ``call`` retries an idempotent
-operation once on a fresh, logged-in session.
+active. Sessions that the module reports lost (or that hold an operation nothing could end:
+CKR_OPERATION_ACTIVE) are discarded; ``call`` retries an idempotent operation once on a fresh,
+logged-in session.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from kms_iface._pkcs11 import SecretBytes, Session
 from kms_iface.errors import (
+    CKR_OPERATION_ACTIVE,
     LOGIN_LOST_CODES,
     SESSION_LOST_CODES,
     STALE_HANDLE_CODES,
@@ -288,6 +290,11 @@ class SessionPool(Closing):
 
     def _recover(self, session: Session, exc: HsmError) -> bool:
         """Handle a lost session or login; True when ``session`` was consumed by the recovery."""
+        if exc.rv == CKR_OPERATION_ACTIVE:
+            # An operation the core could not end (a module that keeps it open after an
+            # error, or a quirk): closing the session is the only sure way to end it.
+            self._discard(session, close=True)
+            return True
         if exc.rv in SESSION_LOST_CODES:
             self._discard(session, close=False)
             self._check_anchor()
@@ -308,7 +315,12 @@ class SessionPool(Closing):
         anchor = self._anchor
         if self._pin is None or anchor is None or anchor.stale:
             return False
-        return anchor.get_info().state in _PUBLIC_STATES
+        try:
+            return anchor.get_info().state in _PUBLIC_STATES
+        except HsmError:
+            # Unknown (a second failure): the caller keeps its session and raises its error;
+            # raising here would lose that session from the pool's count.
+            return False
 
     def _check_anchor(self) -> None:
         """After a lost session: if the anchor is gone too, every session of the slot is."""
