@@ -591,3 +591,17 @@ def test_regression_lone_surrogate_tags_are_typed_errors() -> None:
     stored.set_vendor_attribute("cosmian", "tag", VendorValue.text('["\ud800"]'))
     with pytest.raises(InvalidRequestError, match="valid Unicode text"):
         stored.get_tags("cosmian")
+
+
+def test_the_secret_check_tells_message_words_from_leaks() -> None:
+    """The oracle's own bug, found by fuzzing: a short printable plaintext that is a word of a
+    fixed message (b"KMSI-G" in "no KMSI-GCM header") is not a leak; a real one still is."""
+    fixed = InvalidRequestError("not a kms-iface encrypted stream (no KMSI-GCM header)")
+    assert_no_secret(fixed, b"KMSI-G")
+    key = bytes(range(32))
+    with pytest.raises(AssertionError):
+        assert_no_secret(InvalidRequestError(f"bad key {key.hex()}"), key)
+    with pytest.raises(AssertionError):
+        assert_no_secret(
+            InvalidRequestError("pin is correct-horse-battery"), b"correct-horse-battery"
+        )
