@@ -299,7 +299,9 @@ class Bench:
             OWNER, [(item.uid, item.obj, item.attributes, item.tags) for item in items]
         )
 
-    async def store_atomic(self, items: Sequence[Item], store: Any = None) -> None:
+    async def store_atomic(
+        self, items: Sequence[Item], store: LmdbStore | PostgresStore | None = None
+    ) -> None:
         creates = [Create(item.uid, item.obj, item.attributes, item.tags) for item in items]
         await (store or self.store).atomic(OWNER, creates)
 

@@ -6,6 +6,7 @@ store can be copied into the other).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final, get_args
 
 import msgspec
@@ -16,6 +17,7 @@ from kms_iface.kmip.attributes import Attributes
 from kms_iface.kmip.enums import State
 from kms_iface.kmip.objects import Object
 from kms_iface.secrets import wipe
+from kms_iface.stores.base import Create, Delete, UpdateObject, UpdateState, Upsert
 
 __all__ = [
     "ATTRIBUTES_CHECK",
@@ -23,6 +25,7 @@ __all__ = [
     "OBJECT_CHECK",
     "OBJECT_TYPES",
     "check_object",
+    "check_operation",
     "check_state",
     "encode_checked",
     "name_bytes",
@@ -81,3 +84,14 @@ def encode_checked(value: Any, check: msgspec.msgpack.Decoder[Any], what: str) -
     if isinstance(decoded, OBJECT_TYPES):
         decoded.zeroize()
     return buffer
+
+
+def check_operation(op: object, check_name: Callable[[object, str], object]) -> None:
+    """What every store checks of an atomic operation: its kind, its uid (``check_name``, the
+    store's own name rule), and the state it sets."""
+    if not isinstance(op, (Create, Upsert, UpdateObject, UpdateState, Delete)):
+        raise InvalidRequestError(f"{type(op).__name__} is not an atomic operation")
+    if op.uid is not None:
+        check_name(op.uid, "uid")
+    if isinstance(op, (UpdateState, Upsert)):
+        check_state(op.state)

@@ -59,6 +59,7 @@ from kms_iface.stores._checks import (
     MAX_NAME_BYTES,
     OBJECT_CHECK,
     check_object,
+    check_operation,
     check_state,
     encode_checked,
     name_bytes,
@@ -758,23 +759,16 @@ class LmdbStore(ObjectsStore, PermissionsStore, Dumpable):
         op: object, user: str
     ) -> tuple[str, AtomicOperation, _Payload | None, set[str] | None]:
         """One checked step of a batch: uid, operation, encoded payload, checked tags."""
+        check_operation(op, name_bytes)
         if isinstance(op, Create):
             uid = new_uid() if op.uid is None else op.uid
-            name_bytes(uid, "uid")
             new_tags = _tag_set(op.tags)
             payload = _Payload(op.object, op.attributes)
             payload.prepare_insert(uid, user, payload.state or State.PreActive, new_tags)
             return uid, op, payload, new_tags
-        if not isinstance(op, (Upsert, UpdateObject, UpdateState, Delete)):
-            raise InvalidRequestError(f"{type(op).__name__} is not an atomic operation")
-        name_bytes(op.uid, "uid")
-        if isinstance(op, UpdateState):
-            check_state(op.state)
+        assert isinstance(op, (Upsert, UpdateObject, UpdateState, Delete))
+        if isinstance(op, (UpdateState, Delete)):
             return op.uid, op, None, None
-        if isinstance(op, Delete):
-            return op.uid, op, None, None
-        if isinstance(op, Upsert):
-            check_state(op.state)
         tags = None if op.tags is None else _tag_set(op.tags)
         payload = _Payload(op.object, op.attributes)
         if isinstance(op, Upsert):

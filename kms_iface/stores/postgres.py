@@ -91,6 +91,7 @@ from kms_iface.stores._checks import (
     ATTRIBUTES_CHECK,
     OBJECT_CHECK,
     OBJECT_TYPES,
+    check_operation,
     check_state,
     encode_checked,
     name_bytes,
@@ -1041,19 +1042,13 @@ class PostgresStore(ObjectsStore, PermissionsStore, Dumpable):
     @staticmethod
     def _plan(op: object) -> tuple[str, AtomicOperation, _Row | None, list[str] | None]:
         """One checked step of a batch: uid, operation, encoded row, checked tags."""
+        check_operation(op, _stored_name)
         if isinstance(op, Create):
-            uid = _stored_name(new_uid() if op.uid is None else op.uid, "uid")
+            uid = new_uid() if op.uid is None else op.uid
             return uid, op, _Row(op.object, op.attributes), _tag_list(op.tags)
-        if not isinstance(op, (Upsert, UpdateObject, UpdateState, Delete)):
-            raise InvalidRequestError(f"{type(op).__name__} is not an atomic operation")
-        _stored_name(op.uid, "uid")
-        if isinstance(op, UpdateState):
-            check_state(op.state)
+        assert isinstance(op, (Upsert, UpdateObject, UpdateState, Delete))
+        if isinstance(op, (UpdateState, Delete)):
             return op.uid, op, None, None
-        if isinstance(op, Delete):
-            return op.uid, op, None, None
-        if isinstance(op, Upsert):
-            check_state(op.state)
         tags = None if op.tags is None else _tag_list(op.tags)
         return op.uid, op, _Row(op.object, op.attributes), tags
 
