@@ -30,7 +30,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 import msgspec
 
 from kms_iface.errors import InvalidRequestError
-from kms_iface.pkcs11.profiles import PROFILES
+from kms_iface.pkcs11.profiles import DEFAULT_CALL_TIMEOUT, MAX_CALL_TIMEOUT, PROFILES
 from kms_iface.secrets import SecretBytes
 
 __all__ = [
@@ -100,6 +100,8 @@ class _RawHsmInstance(msgspec.Struct, forbid_unknown_fields=True):
     library: str | None = None
     admins: list[str] = []
     prefix: str | None = None
+    call_timeout: float | None = DEFAULT_CALL_TIMEOUT
+    """Seconds; a TOML file cannot say ``None``, so 0 there means no bound."""
 
 
 class _RawStore(msgspec.Struct, forbid_unknown_fields=True):
@@ -171,6 +173,8 @@ class HsmInstanceConfig(msgspec.Struct, frozen=True, kw_only=True):
     library: str | None = None
     admins: list[str] = []
     prefix: str | None = None
+    call_timeout: float | None = DEFAULT_CALL_TIMEOUT
+    """Seconds each HSM call may take (``None``: no bound); see ``Pkcs11Hsm``."""
 
     def passwords(self) -> dict[int, SecretBytes | None]:
         """Slot id -> PIN (``None``: no login), as an HSM constructor takes them."""
@@ -317,6 +321,12 @@ def _resolve(raw: _RawConfig, source: str) -> tuple[Config, bool]:
                 raise fail("an admin name must not be empty", f"{where}.admins[{a}]")
         if inst.prefix is not None:
             _check_prefix(inst.prefix, f"{where}.prefix", fail)
+        call_timeout = inst.call_timeout or None
+        if call_timeout is not None and not 0 < call_timeout <= MAX_CALL_TIMEOUT:
+            raise fail(
+                f"must be more than 0 and at most {MAX_CALL_TIMEOUT:g} seconds (0: no bound)",
+                f"{where}.call_timeout",
+            )
         if not inst.slots:
             raise fail("at least one slot is required", f"{where}.slots")
         slots: list[SlotConfig] = []
@@ -336,6 +346,7 @@ def _resolve(raw: _RawConfig, source: str) -> tuple[Config, bool]:
                 library=inst.library,
                 admins=list(inst.admins),
                 prefix=inst.prefix,
+                call_timeout=call_timeout,
             )
         )
     config = Config(

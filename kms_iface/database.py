@@ -221,9 +221,16 @@ class Database(ObjectsStore, PermissionsStore):
         try:
             for instance, prefix in zip(config.hsm_instances, hsm_prefixes(config), strict=True):
                 if instance.library is None:
-                    hsm = Pkcs11Hsm.from_profile(instance.model, instance.passwords())
+                    hsm = Pkcs11Hsm.from_profile(
+                        instance.model, instance.passwords(), call_timeout=instance.call_timeout
+                    )
                 else:
-                    hsm = Pkcs11Hsm(instance.library, instance.passwords(), profile=instance.model)
+                    hsm = Pkcs11Hsm(
+                        instance.library,
+                        instance.passwords(),
+                        profile=instance.model,
+                        call_timeout=instance.call_timeout,
+                    )
                 built.append(hsm)
                 hsm_store = HsmStore(hsm, list(instance.admins), config.vendor_id, prefix)
                 database.register_objects_store(prefix, hsm_store)

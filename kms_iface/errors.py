@@ -82,6 +82,7 @@ __all__ = [
     "GeneralError",
     "HostMemoryError",
     "HsmError",
+    "HsmTimeoutError",
     "InterfaceError",
     "InvalidRequestError",
     "KeyFunctionNotPermittedError",
@@ -673,6 +674,19 @@ class DecryptionError(HsmError):
 
 class SessionPoolTimeoutError(HsmError):
     """The session pool could not provide a session within the acquisition timeout."""
+
+
+class HsmTimeoutError(HsmError):
+    """An HSM call did not finish within the façade's ``call_timeout``.
+
+    ``started`` False: the call was still queued and was dropped, nothing was done. ``started``
+    True: the call is still running in the HSM and may yet complete (a key may be created, a
+    key deleted); its result is discarded, so check the HSM's state before trying again.
+    """
+
+    def __init__(self, message: str = "", *, started: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.started = started
 
 
 # ---------------------------------------------------------------------------------------------

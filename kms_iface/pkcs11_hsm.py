@@ -16,6 +16,12 @@ finished by its worker (whose session goes back to the pool clean: the pool's le
 open operation) while the cancelled task waits, shielded, then raises its cancellation. No task
 ever abandons a session in the middle of a C call.
 
+Timeout: ``call_timeout`` bounds each call, queueing included, for a module that stops
+answering. When it expires the task raises ``HsmTimeoutError``: a job not yet taken is dropped
+(``started`` False); a taken one is left to its worker, which keeps its session until the C
+call returns, and its result is discarded (``started`` True: it may yet take effect); a taken
+job the worker has not reached by then is skipped.
+
 Key handles are cached per slot under ``(id, wanted key type)``: a warm lookup is a dictionary
 read and makes no C call. The cache is cleared when the pool logs in again
 (``login_generation``), entries are evicted on ``delete`` and ``set_key_label``, and a stale
@@ -50,6 +56,7 @@ from kms_iface.errors import (
     SESSION_LOST_CODES,
     STALE_HANDLE_CODES,
     HsmError,
+    HsmTimeoutError,
     InvalidRequestError,
     KeyHandleInvalidError,
     ObjectHandleInvalidError,
@@ -74,7 +81,13 @@ from kms_iface.pkcs11 import constants as ck
 from kms_iface.pkcs11 import hsm_ops, keys
 from kms_iface.pkcs11.module import Module
 from kms_iface.pkcs11.pool import DEFAULT_POOL_CAP, SessionPool
-from kms_iface.pkcs11.profiles import VendorProfile, get_profile, resolve_library
+from kms_iface.pkcs11.profiles import (
+    DEFAULT_CALL_TIMEOUT,
+    VendorProfile,
+    check_call_timeout,
+    get_profile,
+    resolve_library,
+)
 
 __all__ = ["MAX_BATCH", "MAX_BATCH_BYTES", "Pkcs11Hsm"]
 
@@ -98,6 +111,10 @@ SLOW_JOB: Final = 200e-6
 up; faster ones are run by one worker (a second one only contends for the GIL)."""
 PARALLEL_BYTES: Final = 64 * 1024
 """A job with this much input starts another worker when none is idle."""
+STALLED_SECONDS: Final = 0.1
+"""A batch running this long (a call the device is slow to answer, or never answers) starts
+another worker for the jobs queued behind it when none is idle, whatever the jobs' usual pace
+(checked when a job is queued, and by a timer this long after it)."""
 WORKER_IDLE_SECONDS: Final = 30.0
 """A worker with nothing to do for this long ends (a new one starts on demand)."""
 
@@ -226,9 +243,11 @@ class _Dispatcher:
         prepare: Callable[[], None],
         run_batch: Callable[[list[_Job]], None],
         max_workers: int,
+        timeout: float | None = None,
     ) -> None:
         self.name = name
         self.max_workers = max_workers
+        self.timeout = timeout
         self._prepare = prepare
         self._run_batch = run_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -236,6 +255,8 @@ class _Dispatcher:
         self._leader = threading.Lock()
         self._idle = 0
         self._busy = 0
+        self._running: dict[int, float] = {}  # worker thread id -> when its batch started
+        self._watching = False  # a stall check is due (``_watch``)
         self._workers = 0
         self._threads: set[threading.Thread] = set()
         self._closed = False
@@ -248,6 +269,8 @@ class _Dispatcher:
         self._lock = threading.Lock()
         self._leader = threading.Lock()
         self._idle = self._busy = self._workers = 0
+        self._running = {}
+        self._watching = False
         self._threads = set()
 
     @property
@@ -269,11 +292,27 @@ class _Dispatcher:
 
         Cancelled before a worker took the job: the job is dropped and the cancellation raised
         at once. Cancelled while it runs: the worker finishes it (and cleans the session) while
-        the task waits, then the task raises its cancellation (the outcome is dropped).
+        the task waits, then the task raises its cancellation (the outcome is dropped). After
+        ``timeout`` seconds the task raises ``HsmTimeoutError`` (see the module's docstring).
         """
         job = _Job(fn, args, cost, idempotent, batch)
         self.submit(job)
-        return await job.wait(self.abandon)
+        if self.timeout is None:
+            return await job.wait(self.abandon)
+        return await job.wait(self.abandon, self.timeout, self._expired)
+
+    def _expired(self, started: bool) -> HsmTimeoutError:
+        if started:
+            return HsmTimeoutError(
+                f"the HSM did not answer within {self.timeout:g} s (call_timeout): the call is "
+                "still running and may yet take effect; check the HSM's state before retrying",
+                started=True,
+            )
+        return HsmTimeoutError(
+            f"the HSM call did not start within {self.timeout:g} s (call_timeout): every "
+            "session was busy; nothing was done",
+            started=False,
+        )
 
     def submit(self, job: _Job) -> None:
         if self._closed:
@@ -284,15 +323,50 @@ class _Dispatcher:
         # Decided under the lock that _retire takes: a worker retiring after its last look at the
         # queue is either counted out here (and a new one starts) or sees this job and stays.
         with self._lock:
-            needed = (
-                not self._idle
-                and self._workers < self.max_workers
-                and (
-                    not self._workers or job.cost >= PARALLEL_BYTES or self.job_seconds >= SLOW_JOB
-                )
+            room = not self._idle and self._workers < self.max_workers
+            needed = room and (
+                not self._workers
+                or job.cost >= PARALLEL_BYTES
+                or self.job_seconds >= SLOW_JOB
+                or self._stalled()
             )
+            watch = room and not needed and not self._watching
+            if watch:
+                self._watching = True
         if needed:
             self._spawn()
+        elif watch:
+            self._watch_in(STALLED_SECONDS)
+
+    def _watch_in(self, seconds: float) -> None:
+        timer = threading.Timer(seconds, self._watch)
+        timer.daemon = True
+        timer.start()
+
+    def _watch(self) -> None:
+        """A while after a job was queued behind busy workers: if one of them has stalled and
+        jobs still wait, start another worker (a hung call must not hold up the rest); if one
+        may yet stall, look again when it would have."""
+        with self._lock:
+            self._watching = False
+            if (
+                self._idle
+                or self._workers >= self.max_workers
+                or self._queue.empty()
+                or not self._running
+            ):
+                return
+            wait = min(self._running.values()) + STALLED_SECONDS - time.monotonic()
+            self._watching = wait > 0
+        if wait <= 0:
+            self._spawn()
+        else:
+            self._watch_in(wait)
+
+    def _stalled(self) -> bool:
+        """Under the lock: some worker's batch has run for ``STALLED_SECONDS`` or more."""
+        running = self._running
+        return bool(running) and min(running.values()) <= time.monotonic() - STALLED_SECONDS
 
     def abandon(self, job: _Job) -> bool:
         """Drop a job no worker has taken yet; False when it is running or done."""
@@ -330,6 +404,7 @@ class _Dispatcher:
         q = self._queue
         lock = self._lock
         leader = self._leader
+        me = threading.get_ident()
         while True:
             with lock:
                 self._idle += 1
@@ -359,11 +434,13 @@ class _Dispatcher:
                 for job in claimed:
                     job.state = RUNNING
                 self._busy += 1
+                self._running[me] = time.monotonic()
             small = all(job.cost < PARALLEL_BYTES for job in claimed)
             if claimed:
                 self._run(claimed, small)
             with lock:
                 self._busy -= 1
+                del self._running[me]
             if small and self.job_seconds < SLOW_JOB and self._idle and self._retire(idle=False):
                 return False  # fast jobs again: the idle workers are enough
 
@@ -475,6 +552,7 @@ class _Slot:
         pin: SecretBytes | None,
         profile: VendorProfile,
         pool_size: int | None,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         self.module = module
         self.slot_id = slot_id
@@ -482,7 +560,11 @@ class _Slot:
         self.cbc_limit = profile.cbc_limit
         self.pool = SessionPool(module, slot_id, pin, size=pool_size)
         self.dispatcher = _Dispatcher(
-            f"kms-hsm-slot{slot_id}", self.start, self.run_batch, pool_size or DEFAULT_POOL_CAP
+            f"kms-hsm-slot{slot_id}",
+            self.start,
+            self.run_batch,
+            pool_size or DEFAULT_POOL_CAP,
+            call_timeout,
         )
         self._has_pin = pin is not None
         self._cache: dict[tuple[bytes, str], int] = {}
@@ -519,7 +601,7 @@ class _Slot:
         so are those of each pass of AES-GCM jobs (``_run_gcm``), so that their tasks queue their
         next operation while the core runs the following pass.
         """
-        i, n, sent = 0, len(jobs), 0
+        i, n, sent, setbacks = 0, len(jobs), 0, 0
         pool = self.pool
         while i < n:
             failed: HsmError | None = None
@@ -536,6 +618,9 @@ class _Slot:
                         if job.cost >= MAX_BATCH_BYTES and i > sent:
                             deliver(jobs[sent:i])
                             sent = i
+                        if job.detached:  # its caller timed out before it started: skip it
+                            i += 1
+                            continue
                         try:
                             job.value = job.fn(session, *job.args)
                             job.ok = True
@@ -548,12 +633,21 @@ class _Slot:
                             job.value = exc
                         i += 1
             except BaseException as exc:
-                if exc is not failed:  # no session could be had: fail what is left
-                    for job in jobs[i:]:
-                        job.value = _copy_error(exc)
-                    break
-                self._retry(jobs[i], failed)
-                i += 1
+                if failed is not None:  # jobs[i] lost its session or login; the pool recovered
+                    if exc is failed:
+                        self._retry(jobs[i], failed)
+                    else:  # the recovery failed too: the job's own error, not retried
+                        jobs[i].value = failed
+                    i += 1
+                    continue
+                # No session could be had; none of jobs[i:] ran. One more try (a fault while
+                # opening or logging in a session is often transient), then fail them.
+                if setbacks == 0 and isinstance(exc, HsmError) and exc.rv is not None:
+                    setbacks += 1
+                    continue
+                for job in jobs[i:]:
+                    job.value = _copy_error(exc)
+                break
         deliver(jobs[sent:])
 
     def _run_gcm(self, session: Session, jobs: list[_Job], start: int) -> int:
@@ -581,7 +675,7 @@ class _Slot:
         left: list[_Job] = []
         for job in jobs[start:end]:
             handle = self._cached(job.args[0], _AES_KEY)
-            if handle is None:
+            if handle is None or job.detached:  # (the one-by-one path skips detached jobs)
                 left.append(job)
             else:
                 ready.append(job)
@@ -631,24 +725,33 @@ class _Slot:
         handle = self._cache.get((key_id, want))
         if handle is not None:
             return handle
-        if want == _VERIFY:
-            handle = self._find_verify_key(session, key_id)
-        elif want == _HMAC:
-            handle = keys.find_hmac_key(session, key_id, batch=self.batch)
-        else:
-            wanted, purpose = _WANTS[want]
-            handle = keys.find_key(session, key_id, wanted, batch=self.batch, purpose=purpose)
+        handle = self._find(session, key_id, want)
         if handle is None:
-            if self._login_lost(session):
+            if self._login_lost(session) or self.pool.login_generation != generation:
                 # A lost login hides private keys: not "not found", but a login to restore
-                # (the pool logs in again and the job runs once more).
+                # (the pool logs in again and the job runs once more). A login by another
+                # worker during the search means it may have run logged out.
                 raise pkcs11_error(CKR_USER_NOT_LOGGED_IN, "C_FindObjects")
-            if required:
+            if not required:
+                return None
+            if self._has_pin:
+                # A module may hide a private key while a logout is under way elsewhere, still
+                # reporting the session logged in (SoftHSM2 does): a second look before
+                # calling a key missing, on this error path only.
+                handle = self._find(session, key_id, want)
+            if handle is None:
                 raise InvalidRequestError(keys.OBJECT_NOT_FOUND)
-            return None
         if self.pool.login_generation == generation:
             self._cache[(key_id, want)] = handle
         return handle
+
+    def _find(self, session: Session, key_id: bytes, want: str) -> int | None:
+        if want == _VERIFY:
+            return self._find_verify_key(session, key_id)
+        if want == _HMAC:
+            return keys.find_hmac_key(session, key_id, batch=self.batch)
+        wanted, purpose = _WANTS[want]
+        return keys.find_key(session, key_id, wanted, batch=self.batch, purpose=purpose)
 
     def _find_verify_key(self, session: Session, key_id: bytes) -> int | None:
         """The public key to verify with: ``<id>_pk`` first, then ``<id>`` itself."""
@@ -889,8 +992,9 @@ class Pkcs11Hsm(HSM, MacCapable):
     ``passwords`` maps each usable slot to its user PIN (``None``: no login, public objects
     only); the PINs are kept in wipeable buffers and wiped by ``aclose``. ``profile`` names the
     vendor profile (find batch size, CBC size limit); ``pool_size`` bounds the sessions (and
-    worker threads) per slot, by default the token's limit capped at 16. The constructor only
-    loads the module; each slot logs in on first use.
+    worker threads) per slot, by default the token's limit capped at 16; ``call_timeout`` bounds
+    each call in seconds, queueing included (``None``: no bound), raising ``HsmTimeoutError``.
+    The constructor only loads the module; each slot logs in on first use.
 
     It is ``MacCapable``: ``mac`` / ``mac_verify`` run HMAC-SHA* with a token secret key of type
     CKK_GENERIC_SECRET or CKK_SHA*_HMAC (such keys stay invisible to ``find`` and
@@ -904,9 +1008,12 @@ class Pkcs11Hsm(HSM, MacCapable):
         *,
         profile: str = "softhsm2",
         pool_size: int | None = None,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         if pool_size is not None and pool_size < 1:
             raise InvalidRequestError(f"pool size must be at least 1, got {pool_size}")
+        check_call_timeout(call_timeout)
+        self.call_timeout = call_timeout
         self.profile = get_profile(profile)
         self.library_path = resolve_library(self.profile, library_path)
         self.pool_size = pool_size
@@ -925,11 +1032,18 @@ class Pkcs11Hsm(HSM, MacCapable):
         passwords: Mapping[int, str | bytes | SecretBytes | None],
         *,
         pool_size: int | None = None,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
     ) -> Self:
         """The HSM of vendor profile ``name``: its module from ``$<ENV_VAR>`` or the default
         path (a missing file raises ``InvalidRequestError`` naming the profile and path)."""
         profile = get_profile(name)
-        return cls(resolve_library(profile), passwords, profile=name, pool_size=pool_size)
+        return cls(
+            resolve_library(profile),
+            passwords,
+            profile=name,
+            pool_size=pool_size,
+            call_timeout=call_timeout,
+        )
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
@@ -951,7 +1065,12 @@ class Pkcs11Hsm(HSM, MacCapable):
             state = self._slots.get(slot_id)
             if state is None:
                 state = _Slot(
-                    self.module, slot_id, self._passwords[slot_id], self.profile, self.pool_size
+                    self.module,
+                    slot_id,
+                    self._passwords[slot_id],
+                    self.profile,
+                    self.pool_size,
+                    self.call_timeout,
                 )
                 self._slots[slot_id] = state
         return state

@@ -17,6 +17,7 @@ from kms_iface.config import (
     load_config,
     parse_config,
 )
+from kms_iface.pkcs11.profiles import DEFAULT_CALL_TIMEOUT
 
 # A copy of the specification's config-example.toml (the spec pack is not shipped with the tests).
 EXAMPLE = """\
@@ -119,6 +120,13 @@ def test_instance_defaults() -> None:
     assert instance.library is None
     assert instance.admins == []
     assert instance.prefix is None
+    assert instance.call_timeout == DEFAULT_CALL_TIMEOUT
+
+
+@pytest.mark.parametrize(("value", "expected"), [("2.5", 2.5), ("600", 600.0), ("0", None)])
+def test_call_timeout(value: str, expected: float | None) -> None:
+    [instance] = parse_config(STORE + hsm(f"call_timeout = {value}")).hsm_instances
+    assert instance.call_timeout == expected
 
 
 def test_literal_password_is_wipeable_and_hidden() -> None:
@@ -221,6 +229,10 @@ def test_unknown_key_at_each_level(text: str, path: str) -> None:
         ('key_encryption_key = "a\\tb"\n' + STORE, "key_encryption_key", "printable"),
         ("unwrap_cache_size = -1\n" + STORE, "unwrap_cache_size", "between 0 and 1000000"),
         ("unwrap_cache_size = 1000001\n" + STORE, "unwrap_cache_size", "between 0 and"),
+        (STORE + hsm("call_timeout = -1"), "hsm_instances[0].call_timeout", "more than 0"),
+        (STORE + hsm("call_timeout = 1e9"), "hsm_instances[0].call_timeout", "at most 86400"),
+        (STORE + hsm("call_timeout = nan"), "hsm_instances[0].call_timeout", "more than 0"),
+        (STORE + hsm('call_timeout = "5"'), "hsm_instances[0].call_timeout", "got `str`"),
     ],
 )
 def test_bad_values(text: str, path: str, reason: str) -> None:

@@ -21,6 +21,7 @@ from kms_iface import (
     Database,
     InvalidRequestError,
     KeyType,
+    Pkcs11Hsm,
     UnauthorizedError,
 )
 from kms_iface.config import load_config
@@ -69,6 +70,7 @@ path = "{tmp_path / "store"}"
 model = "softhsm2"
 library = "{token.module}"
 admins = ["{ADMIN}"]
+call_timeout = 45
 
 [[hsm_instances.slots]]
 id = {slot}
@@ -127,6 +129,7 @@ async def test_from_config_routes_hsm_uids_to_an_hsm_store(database: Database, s
     assert isinstance(store, HsmStore)
     assert database.encryption_oracle(f"hsm::{slot}::k") is store
     assert database.objects_store_for("a-uuid") is database.default_store
+    assert isinstance(store.hsm, Pkcs11Hsm) and store.hsm.call_timeout == 45
 
 
 async def test_hsm_keys_and_wrapped_database_keys(database: Database, slot: int) -> None:

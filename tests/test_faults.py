@@ -69,8 +69,10 @@ def run_scenario(
         "quirks",  # overlong attribute lengths, BUFFER_TOO_SMALL loops, scribbled GCM params
         "hsm_scribble",  # façade AES-GCM (single and batched) under a scribbling module
         "recovery_failure_keeps_count",  # regression: pool ran dry after a failed recovery
+        "anchor_dropped",  # regression: a dropped anchor made the pool leak its live sessions
         "operation_active_closes_session",  # regression: a stuck operation poisoned a session
         "hsm_not_found_after_logout",  # regression: "Object not found" for a logged-out token
+        "call_timeout",  # a hung C call: HsmTimeoutError, started or dropped; no session lost
     ],
 )
 def test_scenario(scenario: str, fault_library: Path, token: SoftHsmToken, tmp_path: Path) -> None:

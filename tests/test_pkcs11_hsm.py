@@ -146,6 +146,12 @@ async def test_profiles(
         Pkcs11Hsm("/missing.so", {slot: token.user_pin}, profile="proteccio")
 
 
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), 86401, True, "5"])
+def test_call_timeout_is_checked(token: SoftHsmToken, slot: int, bad: object) -> None:
+    with pytest.raises(InvalidRequestError, match="call_timeout must be"):
+        Pkcs11Hsm(token.module, {slot: token.user_pin}, call_timeout=bad)  # type: ignore[arg-type]
+
+
 # -- key creation, ids and lookup ---------------------------------------------------------------
 
 

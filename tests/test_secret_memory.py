@@ -10,6 +10,8 @@ the plaintext. The scan's own needles and read buffer are excluded by address.
   ``decrypt`` into a ``SecretBytes``). Whatever remains here is SoftHSM2's (or OpenSSL's) own.
 - ``facade``: ``Pkcs11Hsm.export`` and ``Pkcs11Hsm.decrypt`` (worker threads, batching, the
   ``HsmObject`` msgspec structs). It must leave no more copies than ``core``.
+- ``rsa_core`` / ``rsa_facade``: the same for an exported RSA private key (private exponent and
+  primes, searched in both byte orders) and an RSA-OAEP plaintext.
 """
 
 from __future__ import annotations
@@ -156,6 +158,105 @@ def _facade(directory: Path) -> dict[str, object]:
     return result
 
 
+RSA_SECRETS = ("private_exponent", "prime_1", "prime_2")
+
+
+def _integer_needles(needles: dict[str, bytearray], name: str, value: object) -> None:
+    """A secret integer as needles: big-endian as exported, and byte-reversed, the order of
+    OpenSSL's BIGNUM words in memory on a little-endian machine."""
+    big = bytearray(len(memoryview(value)))  # type: ignore[arg-type]
+    memoryview(big)[:] = memoryview(value)  # type: ignore[arg-type]
+    needles[name] = big
+    needles[f"{name} (reversed)"] = bytearray(reversed(big))
+
+
+def _rsa_core(directory: Path) -> dict[str, object]:
+    """The RSA baseline: the private key's integers read into ``SecretBytes`` and an OAEP
+    plaintext decrypted by the core; what remains is SoftHSM2's and OpenSSL's own."""
+    from kms_iface import Mechanism
+    from kms_iface.pkcs11 import Module, rsa_key_pair_templates
+    from kms_iface.pkcs11 import constants as ck
+    from kms_iface.pkcs11.softhsm import create_token
+    from kms_iface.secrets import SecretBytes
+
+    token = create_token(directory, label="kms-iface-probe")
+    os.environ.update(token.environ())
+    plaintext = _random(32)
+    module = Module(token.module)
+    pool = module.pool(module.find_slot(token.label), token.user_pin.encode())
+    oaep = Mechanism.rsa_oaep(ck.CKM_SHA_1, ck.CKG_MGF1_SHA1)  # SoftHSM2 2.6: SHA-1 only
+    with pool.session() as s:
+        public, private = rsa_key_pair_templates(2048, sensitive=False, extractable=True)
+        pk, sk = s.generate_key_pair(ck.CKM_RSA_PKCS_KEY_PAIR_GEN, public, private)
+        values = s.get_attributes(sk, (ck.CKA_PRIVATE_EXPONENT, ck.CKA_PRIME_1, ck.CKA_PRIME_2))
+        needles: dict[str, bytearray] = {}
+        for name, value in zip(RSA_SECRETS, values, strict=True):
+            assert isinstance(value, SecretBytes)
+            _integer_needles(needles, name, value)
+            value.zeroize()
+        ciphertext = s.encrypt(oaep, pk, plaintext)
+        with s.decrypt(oaep, sk, ciphertext) as plain:
+            assert plain == plaintext
+    needles["plaintext"] = plaintext
+    open_hits = scan(needles)
+    pool.close()
+    module.close()
+    return {"open": open_hits, "closed": scan(needles)}
+
+
+def _rsa_facade(directory: Path) -> dict[str, object]:
+    """``Pkcs11Hsm.export`` of an RSA private key (``RsaPrivateKeyMaterial``) and 16
+    concurrent OAEP decryptions through the façade."""
+    import anyio
+
+    from kms_iface import CryptoAlgorithm, HsmKeypairAlgorithm
+    from kms_iface.hsm import RsaPrivateKeyMaterial
+    from kms_iface.pkcs11 import Module
+    from kms_iface.pkcs11.softhsm import create_token
+    from kms_iface.pkcs11_hsm import Pkcs11Hsm
+
+    token = create_token(directory, label="kms-iface-probe")
+    os.environ.update(token.environ())
+    with Module(token.module) as module:
+        slot = module.find_slot(token.label)
+    plaintext = _random(32)
+    oaep = CryptoAlgorithm.RSA_OAEP_SHA1
+    result: dict[str, object] = {}
+
+    async def main() -> None:
+        async with Pkcs11Hsm(token.module, {slot: token.user_pin}) as hsm:
+            sk_id, pk_id = KEY_ID, f"{KEY_ID}_pk"
+            await hsm.create_keypair(
+                slot, sk_id, pk_id, HsmKeypairAlgorithm.RSA, 2048, sensitive=False
+            )
+            exported = await hsm.export(slot, sk_id)
+            assert exported is not None
+            material = exported.key_material
+            assert isinstance(material, RsaPrivateKeyMaterial)
+            needles: dict[str, bytearray] = {}
+            for name in RSA_SECRETS:
+                _integer_needles(needles, name, getattr(material, name))
+            result["held"] = scan(needles)  # the exported SecretBytes: the scan finds them
+            for name in (*RSA_SECRETS, "exponent_1", "exponent_2", "coefficient"):
+                getattr(material, name).zeroize()
+            del exported, material
+            sealed = await hsm.encrypt(slot, pk_id, oaep, plaintext)
+
+            async def decrypt() -> None:
+                with await hsm.decrypt(slot, sk_id, oaep, sealed.ciphertext) as plain:
+                    assert plain == plaintext
+
+            async with anyio.create_task_group() as group:
+                for _ in range(16):
+                    group.start_soon(decrypt)
+            needles["plaintext"] = plaintext
+            result["open"] = scan(needles)
+        result["closed"] = scan(needles)
+
+    anyio.run(main)
+    return result
+
+
 def _control(directory: Path) -> dict[str, object]:
     """The scan finds what it must: one stray ``bytes`` copy of each secret."""
     key, plaintext = _random(32), _random(64)
@@ -165,7 +266,13 @@ def _control(directory: Path) -> dict[str, object]:
     return result
 
 
-SCENARIOS = {"core": _core, "facade": _facade, "control": _control}
+SCENARIOS = {
+    "core": _core,
+    "facade": _facade,
+    "rsa_core": _rsa_core,
+    "rsa_facade": _rsa_facade,
+    "control": _control,
+}
 
 
 def run_scenario(name: str) -> dict[str, dict[str, list[str]]]:
@@ -208,6 +315,29 @@ def test_facade_leaves_no_more_copies_than_the_core(core: dict[str, dict[str, li
     for phase in ("open", "closed"):
         for secret in ("key", "plaintext"):
             assert len(facade[phase][secret]) <= len(core[phase][secret]), (phase, secret, facade)
+
+
+@pytest.fixture(scope="module")
+def rsa_core() -> dict[str, dict[str, list[str]]]:
+    return run_scenario("rsa_core")
+
+
+def test_rsa_core_path_leaves_no_copy(rsa_core: dict[str, dict[str, list[str]]]) -> None:
+    """The private exponent and primes (either byte order) and the OAEP plaintext: none left,
+    open or closed (SoftHSM2 clears OpenSSL's numbers after each operation)."""
+    for phase in ("open", "closed"):
+        assert all(not hits for hits in rsa_core[phase].values()), (phase, rsa_core[phase])
+
+
+def test_rsa_export_and_decrypt_leave_no_more_copies_than_the_core(
+    rsa_core: dict[str, dict[str, list[str]]],
+) -> None:
+    facade = run_scenario("rsa_facade")
+    for name in RSA_SECRETS:  # the needles are findable while the export holds them
+        assert len(facade["held"][name]) >= 1, (name, facade["held"])
+    for phase in ("open", "closed"):
+        for secret, hits in facade[phase].items():
+            assert len(hits) <= len(rsa_core[phase][secret]), (phase, secret, facade[phase])
 
 
 if __name__ == "__main__":

@@ -140,6 +140,8 @@ class SessionPool(Closing):
         self._waiters = 0
         self._closed = False
         self.login_generation = 0
+        """Moves twice per login, before the C_Login and after it: a handle cache keyed to it is
+        cleared, and a search that overlapped a login in any way can tell."""
         _pools.add(self)
 
     def __repr__(self) -> str:
@@ -323,7 +325,9 @@ class SessionPool(Closing):
             return False
 
     def _check_anchor(self) -> None:
-        """After a lost session: if the anchor is gone too, every session of the slot is."""
+        """After a lost session: is the anchor gone too? If an idle session went with it (a
+        device reboot), every session of the slot is gone; if only the anchor went (an HSM
+        that drops idle sessions), a new anchor replaces it and the other sessions stay."""
         with self._login_lock:
             anchor = self._anchor
             if anchor is None:
@@ -334,13 +338,33 @@ class SessionPool(Closing):
                     return
                 except HsmError as exc:
                     if exc.rv not in SESSION_LOST_CODES:
-                        raise
+                        return  # unknown: the next lost session asks again
+            if self._an_idle_session_lives():
+                self._anchor = None
+                with contextlib.suppress(HsmError):  # else the next new session makes one
+                    self._ensure_anchor()
+                return
             with self._cond:
                 self._generation += 1
                 self._idle.clear()
                 self._members.clear()
                 self._anchor = None
                 self._cond.notify_all()
+
+    def _an_idle_session_lives(self) -> bool:
+        """Ask one idle session whether it is still open (False when none is idle)."""
+        with self._cond:
+            probe = self._idle.pop() if self._idle else None
+        if probe is None:
+            return False
+        try:
+            probe.get_info()
+        except HsmError as exc:
+            if exc.rv in SESSION_LOST_CODES:
+                self._forget(probe)
+                return False
+        self.release(probe)
+        return True
 
     def _discard(self, session: Session, *, close: bool) -> None:
         with self._cond:
@@ -397,14 +421,18 @@ class SessionPool(Closing):
                 with self._login_lock:
                     self._login_on(session)
         except BaseException:
-            session.close()
+            with contextlib.suppress(HsmError):  # the first error is the one to report
+                session.close()
             raise
         return session
 
     def _login_on(self, session: Session) -> None:
         if self._pin is None:
             return
-        if session.login(self.user_type, self._pin):
+        self.login_generation += 1
+        try:
+            session.login(self.user_type, self._pin)
+        finally:
             self.login_generation += 1
 
     def _login(self, *, force: bool) -> None:

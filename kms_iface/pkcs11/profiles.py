@@ -3,7 +3,8 @@
 A profile names a module's default path, the environment variable that overrides it, the batch
 size of ``C_FindObjects`` loops and the largest input the token accepts in one AES-CBC call
 (``None``: no limit). ``resolve_library`` picks the module file: an explicit path, else the
-environment variable, else the default path.
+environment variable, else the default path. The façade's call timeout, which every module
+shares, is checked here too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,34 @@ import msgspec
 
 from kms_iface.errors import InvalidRequestError
 
-__all__ = ["PROFILES", "VendorProfile", "get_profile", "resolve_library"]
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "MAX_CALL_TIMEOUT",
+    "PROFILES",
+    "VendorProfile",
+    "check_call_timeout",
+    "get_profile",
+    "resolve_library",
+]
+
+DEFAULT_CALL_TIMEOUT: Final = 60.0
+"""Seconds an HSM call may take, queueing included, unless ``call_timeout`` says otherwise
+(long enough for an RSA-4096 key generation on a slow token)."""
+MAX_CALL_TIMEOUT: Final = 86400.0
+"""The largest ``call_timeout`` accepted (a day); ``None`` means no bound."""
+
+
+def check_call_timeout(value: object, name: str = "call_timeout") -> None:
+    """Refuse a call timeout that is not ``None`` or a number of seconds in (0, a day]."""
+    if value is None:
+        return
+    if type(value) not in (int, float):
+        raise InvalidRequestError(f"{name} must be a number of seconds or None")
+    seconds = float(value)  # type: ignore[arg-type]
+    if not 0 < seconds <= MAX_CALL_TIMEOUT:  # NaN fails too
+        raise InvalidRequestError(
+            f"{name} must be more than 0 and at most {MAX_CALL_TIMEOUT:g} seconds, got {value}"
+        )
 
 
 class VendorProfile(msgspec.Struct, frozen=True):
