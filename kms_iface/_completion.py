@@ -15,18 +15,17 @@ to drop the work). A cancelled task whose work cannot be dropped waits, shielded
 and then raises its cancellation (never the work's own error): work handed to another thread
 happens anyway, and the caller must not lose track of it.
 
-A *timeout* bounds the wait itself, whatever the worker does (a C call may never return): when it
-expires, work not started is dropped, and running work is *detached*: the task raises the error
-``expired(started)`` makes at once, and the outcome, when it comes, is discarded (a secret in it
-is wiped).
+A wait can also be ended from outside, whatever the worker does (a C call may never return):
+``expire_soon`` (from any thread) has the item's loop drop work not started, or *detach* running
+work, and wake the task with the error ``expired(started)`` makes; the outcome, when it comes,
+is discarded (a secret in it is wiped). The dispatcher's watchdog uses it for call timeouts, so
+a wait itself costs nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -34,7 +33,7 @@ import anyio
 
 from kms_iface.errors import InterfaceError
 
-__all__ = ["ABANDONED", "DONE", "PENDING", "RUNNING", "Completion", "deliver"]
+__all__ = ["ABANDONED", "DONE", "PENDING", "RUNNING", "Completion", "deliver", "expire_soon"]
 
 PENDING: Final = 0
 RUNNING: Final = 1
@@ -69,119 +68,92 @@ class Completion:
         self.state = PENDING
         self.ok = False
         self.sent = False  # handed to the task's event loop (set by ``deliver``)
-        self.detached = False  # the wait timed out while the work ran: its outcome is discarded
+        self.detached = False  # the wait was ended while the work ran: its outcome is discarded
         self.value: Any = None
 
-    async def wait(
-        self,
-        abandon: Callable[[Any], bool] | None = None,
-        timeout: float | None = None,
-        expired: Callable[[bool], BaseException] | None = None,
-    ) -> Any:
+    async def wait(self, abandon: Callable[[Any], bool] | None = None) -> Any:
         """The outcome (a delivered exception is raised here).
 
         On cancellation, ``abandon(self)`` may drop work that has not started (then the
-        cancellation is raised at once); otherwise the task waits for the outcome first.
-        After ``timeout`` seconds the task raises ``expired(started)`` instead: the work is
-        dropped if it had not started, detached if it had (``started``).
+        cancellation is raised at once); otherwise the task waits for the outcome first, or
+        until ``expire`` detaches the work.
         """
-        if timeout is not None and expired is None:
-            raise ValueError("a timeout needs the error it raises (expired)")
         if isinstance(self.loop, asyncio.AbstractEventLoop):
-            return await self._wait_asyncio(abandon, timeout, expired)
-        return await self._wait_trio(abandon, timeout, expired)
+            return await self._wait_asyncio(abandon)
+        return await self._wait_trio(abandon)
 
-    def _expire(
+    @property
+    def finished(self) -> bool:
+        """Nothing left to wait for: answered, dropped or detached."""
+        return self.state == DONE or self.state == ABANDONED or self.detached
+
+    def expire(
         self, abandon: Callable[[Any], bool] | None, expired: Callable[[bool], BaseException]
     ) -> None:
-        """In the loop's thread, when an asyncio wait times out: drop or detach the work."""
-        waiter = self.waiter
-        if waiter.done():
-            return  # the outcome came first
+        """In the item's loop thread: drop the work (``abandon``) or detach it, and wake the
+        task with ``expired(started)``; nothing if it has finished meanwhile."""
+        if self.finished:
+            return
         started = abandon is None or not abandon(self)
         self.detached = started
-        waiter.set_exception(expired(started))
+        error = expired(started)
+        if isinstance(self.loop, asyncio.AbstractEventLoop):
+            if not self.waiter.done():
+                self.waiter.set_exception(error)
+            return
+        import outcome
 
-    async def _wait_asyncio(
-        self,
-        abandon: Callable[[Any], bool] | None,
-        timeout: float | None,
-        expired: Callable[[bool], BaseException] | None,
-    ) -> Any:
+        _trio.lowlevel.reschedule(self.waiter, outcome.Error(error))
+
+    async def _wait_asyncio(self, abandon: Callable[[Any], bool] | None) -> Any:
         waiter = self.waiter
-        timer = (
-            None
-            if timeout is None
-            else self.loop.call_later(timeout, self._expire, abandon, expired)
-        )
         try:
             return await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():
-                raise  # the work's own error, or the timeout's
+                raise  # the work's own error, or the expiry's
             if abandon is None or not abandon(self):
                 with anyio.CancelScope(shield=True):
                     # A bare task.cancel() gets through anyio's shield: wait again until done
-                    # (or until the timeout detaches the work).
+                    # (or until ``expire`` detaches the work).
                     while self.state != DONE and not self.detached:
                         waiter = self.waiter = self.loop.create_future()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
                             await waiter
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
 
-    async def _wait_trio(
-        self,
-        abandon: Callable[[Any], bool] | None,
-        timeout: float | None,
-        expired: Callable[[bool], BaseException] | None,
-    ) -> Any:
-        import outcome
-
-        trio = _trio or _import_trio()
-        lowlevel = trio.lowlevel
+    async def _wait_trio(self, abandon: Callable[[Any], bool] | None) -> Any:
+        lowlevel = _trio.lowlevel
         refused = False
-        late: BaseException | None = None
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        timer: threading.Timer | None = None
-
-        def detach() -> None:
-            """In trio's thread, at the deadline of a wait that refused a cancellation."""
-            if self.state != DONE and not self.detached and expired is not None:
-                self.detached = True
-                # The task raises its cancellation at the checkpoint below, not this error.
-                lowlevel.reschedule(self.waiter, outcome.Error(expired(True)))
 
         def abort(_: Any) -> Any:
-            nonlocal refused, late, timer
-            dropped = abandon is not None and abandon(self)
-            if trio.current_time() >= deadline and expired is not None:
-                self.detached = not dropped
-                late = expired(not dropped)
-                return lowlevel.Abort.SUCCEEDED
-            if dropped:
+            nonlocal refused
+            if abandon is not None and abandon(self):
                 return lowlevel.Abort.SUCCEEDED
             refused = True
-            if timeout is not None:  # trio asks once: bound the wait that follows by a timer
-                remaining = max(0.0, deadline - trio.current_time())
-                timer = threading.Timer(remaining, self.loop.run_sync_soon, (detach,))
-                timer.daemon = True
-                timer.start()
-            return lowlevel.Abort.FAILED  # running: its outcome reschedules the task
+            return lowlevel.Abort.FAILED  # running: its outcome (or ``expire``) wakes the task
 
-        with trio.CancelScope(deadline=deadline):
-            try:
-                return await lowlevel.wait_task_rescheduled(abort)
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                if refused:
-                    await lowlevel.checkpoint()  # raise the cancellation, as under asyncio
-        if late is None:  # our deadline's cancellation, caught after the outcome came
-            raise RuntimeError("a timed-out wait ended without its error")
-        raise late
+        try:
+            return await lowlevel.wait_task_rescheduled(abort)
+        finally:
+            if refused:
+                await lowlevel.checkpoint()  # raise the cancellation, as under asyncio
+
+
+def expire_soon(
+    item: Completion,
+    abandon: Callable[[Any], bool] | None,
+    expired: Callable[[bool], BaseException],
+) -> None:
+    """From any thread: ``item.expire(abandon, expired)`` in the item's loop (a loop that has
+    gone is skipped: nobody waits there any more)."""
+    try:
+        if isinstance(item.loop, asyncio.AbstractEventLoop):
+            item.loop.call_soon_threadsafe(item.expire, abandon, expired)
+        else:
+            item.loop.run_sync_soon(item.expire, abandon, expired)
+    except RuntimeError:
+        pass
 
 
 def _error_of(item: Completion) -> BaseException:

@@ -14,6 +14,8 @@ cdef enum:
     _CKR_OPERATION_ACTIVE = 0x90
     _CKR_SESSION_CLOSED = 0xB0
     _CKR_SESSION_HANDLE_INVALID = 0xB3
+    _CKR_DEVICE_REMOVED = 0x32
+    _CKR_TOKEN_NOT_PRESENT = 0xE0
     _FIRST_CALL = 0
     _SECOND_CALL = 1
 
@@ -154,7 +156,11 @@ cdef class Session:
         self._lib._calls -= 1
 
     def close(self):
-        """C_CloseSession (idempotent). Never logs out; a stale session is just forgotten."""
+        """C_CloseSession (idempotent). Never logs out; a stale session is just forgotten.
+
+        A failure that leaves the session open (anything but a lost session) raises and keeps
+        it open, so that closing it can be tried again.
+        """
         cdef CK_RV rv
         if self._closed:
             return
@@ -165,6 +171,11 @@ cdef class Session:
         with nogil:
             rv = self._fl.C_CloseSession(self._h)
         self._leave()
+        if rv != CKR_OK and not (
+            rv == _CKR_SESSION_HANDLE_INVALID or rv == _CKR_SESSION_CLOSED
+            or rv == _CKR_DEVICE_REMOVED or rv == _CKR_TOKEN_NOT_PRESENT
+        ):
+            self._closed = False
         _check(rv, "C_CloseSession")
 
     def get_info(self):

@@ -47,7 +47,7 @@ from typing import Any, Final, Self, TypeVar
 import anyio
 import anyio.to_thread
 
-from kms_iface._completion import ABANDONED, PENDING, RUNNING, Completion, deliver
+from kms_iface._completion import ABANDONED, PENDING, RUNNING, Completion, deliver, expire_soon
 from kms_iface._pkcs11 import SecretBytes, Session
 from kms_iface.errors import (
     CKR_OPERATION_ACTIVE,
@@ -113,8 +113,9 @@ PARALLEL_BYTES: Final = 64 * 1024
 """A job with this much input starts another worker when none is idle."""
 STALLED_SECONDS: Final = 0.1
 """A batch running this long (a call the device is slow to answer, or never answers) starts
-another worker for the jobs queued behind it when none is idle, whatever the jobs' usual pace
-(checked when a job is queued, and by a timer this long after it)."""
+another worker for the jobs queued behind it when none is idle, whatever the jobs' usual pace."""
+WATCH_SECONDS: Final = 0.05
+"""How often the watchdog looks for stalled batches and expired calls while jobs are out."""
 WORKER_IDLE_SECONDS: Final = 30.0
 """A worker with nothing to do for this long ends (a new one starts on demand)."""
 
@@ -195,7 +196,7 @@ class _Job(Completion):
     aad)`` that may run in one pass of the core with its neighbours (None: alone).
     """
 
-    __slots__ = ("args", "batch", "cost", "fn", "idempotent")
+    __slots__ = ("args", "batch", "cost", "fn", "idempotent", "submitted")
 
     def __init__(
         self,
@@ -211,6 +212,7 @@ class _Job(Completion):
         self.cost = cost
         self.idempotent = idempotent
         self.batch = batch
+        self.submitted = 0.0  # time.monotonic() when queued
 
 
 _dispatchers: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
@@ -235,6 +237,12 @@ class _Dispatcher:
     since a second worker only contends for the GIL; slow ones (a network HSM's round trip,
     RSA) go a few per hop and start more workers, up to ``max_workers``, as do large inputs.
     Extra workers retire when jobs turn fast again, idle ones after ``WORKER_IDLE_SECONDS``.
+
+    A *watchdog* thread runs while workers do: every ``WATCH_SECONDS`` that jobs are out, it
+    starts another worker when jobs wait behind a batch running for ``STALLED_SECONDS`` (a hung
+    call must not hold up the rest), and expires the jobs queued or running for ``timeout``.
+    Jobs are only put in a set while queued and a batch is known while it runs, so the
+    timeouts cost a call almost nothing.
     """
 
     def __init__(
@@ -255,8 +263,11 @@ class _Dispatcher:
         self._leader = threading.Lock()
         self._idle = 0
         self._busy = 0
-        self._running: dict[int, float] = {}  # worker thread id -> when its batch started
-        self._watching = False  # a stall check is due (``_watch``)
+        self._pending: set[_Job] = set()  # queued, not yet taken by a worker
+        self._running: dict[int, tuple[float, list[_Job]]] = {}  # worker id -> (start, batch)
+        self._watchdog: threading.Thread | None = None
+        self._dozing = False  # the watchdog waits for ``_wake`` (no job out)
+        self._wake = threading.Event()
         self._workers = 0
         self._threads: set[threading.Thread] = set()
         self._closed = False
@@ -269,8 +280,11 @@ class _Dispatcher:
         self._lock = threading.Lock()
         self._leader = threading.Lock()
         self._idle = self._busy = self._workers = 0
+        self._pending = set()
         self._running = {}
-        self._watching = False
+        self._watchdog = None
+        self._dozing = False
+        self._wake = threading.Event()
         self._threads = set()
 
     @property
@@ -297,9 +311,7 @@ class _Dispatcher:
         """
         job = _Job(fn, args, cost, idempotent, batch)
         self.submit(job)
-        if self.timeout is None:
-            return await job.wait(self.abandon)
-        return await job.wait(self.abandon, self.timeout, self._expired)
+        return await job.wait(self.abandon)
 
     def _expired(self, started: bool) -> HsmTimeoutError:
         if started:
@@ -315,70 +327,82 @@ class _Dispatcher:
         )
 
     def submit(self, job: _Job) -> None:
-        if self._closed:
-            raise InvalidRequestError("the HSM is closed")
-        self._queue.put(job)
-        if self._closed and self.abandon(job):
-            raise InvalidRequestError("the HSM is closed")  # ``stop`` raced with this put
-        # Decided under the lock that _retire takes: a worker retiring after its last look at the
-        # queue is either counted out here (and a new one starts) or sees this job and stays.
+        job.submitted = time.monotonic()
+        # Under the lock that _retire takes: a worker retiring after its last look at the queue
+        # is either counted out here (and a new one starts) or sees this job and stays.
         with self._lock:
-            room = not self._idle and self._workers < self.max_workers
-            needed = room and (
-                not self._workers
-                or job.cost >= PARALLEL_BYTES
-                or self.job_seconds >= SLOW_JOB
-                or self._stalled()
+            if self._closed:
+                raise InvalidRequestError("the HSM is closed")
+            self._pending.add(job)
+            self._queue.put(job)
+            needed = (
+                not self._idle
+                and self._workers < self.max_workers
+                and (
+                    not self._workers or job.cost >= PARALLEL_BYTES or self.job_seconds >= SLOW_JOB
+                )
             )
-            watch = room and not needed and not self._watching
-            if watch:
-                self._watching = True
+            wake = self._dozing
+            self._dozing = False
+        if wake:
+            self._wake.set()
         if needed:
             self._spawn()
-        elif watch:
-            self._watch_in(STALLED_SECONDS)
-
-    def _watch_in(self, seconds: float) -> None:
-        timer = threading.Timer(seconds, self._watch)
-        timer.daemon = True
-        timer.start()
 
     def _watch(self) -> None:
-        """A while after a job was queued behind busy workers: if one of them has stalled and
-        jobs still wait, start another worker (a hung call must not hold up the rest); if one
-        may yet stall, look again when it would have."""
-        with self._lock:
-            self._watching = False
-            if (
-                self._idle
-                or self._workers >= self.max_workers
-                or self._queue.empty()
-                or not self._running
-            ):
-                return
-            wait = min(self._running.values()) + STALLED_SECONDS - time.monotonic()
-            self._watching = wait > 0
-        if wait <= 0:
-            self._spawn()
-        else:
-            self._watch_in(wait)
+        """The watchdog's loop (see the class docstring); it ends with the last worker."""
+        while True:
+            with self._lock:
+                out = bool(self._pending or self._running)
+                if self._closed or (not out and not self._workers):
+                    self._watchdog = None
+                    return
+                self._dozing = not out
+            self._wake.wait(WATCH_SECONDS if out else WORKER_IDLE_SECONDS)
+            self._wake.clear()
+            self._check(time.monotonic())
 
-    def _stalled(self) -> bool:
+    def _check(self, now: float) -> None:
+        """One look: start a worker past a stalled batch; expire the calls out too long."""
+        expired: list[_Job] = []
+        with self._lock:
+            stalled = (
+                bool(self._pending)
+                and not self._idle
+                and self._workers < self.max_workers
+                and self._stalled(now)
+            )
+            if self.timeout is not None:
+                limit = now - self.timeout
+                expired = [job for job in self._pending if job.submitted <= limit]
+                for _, batch in self._running.values():
+                    expired.extend(
+                        job
+                        for job in batch
+                        if job.submitted <= limit and not job.sent and not job.detached
+                    )
+        if stalled:
+            self._spawn()
+        for job in expired:
+            expire_soon(job, self.abandon, self._expired)
+
+    def _stalled(self, now: float) -> bool:
         """Under the lock: some worker's batch has run for ``STALLED_SECONDS`` or more."""
-        running = self._running
-        return bool(running) and min(running.values()) <= time.monotonic() - STALLED_SECONDS
+        return any(start <= now - STALLED_SECONDS for start, _ in self._running.values())
 
     def abandon(self, job: _Job) -> bool:
         """Drop a job no worker has taken yet; False when it is running or done."""
         with self._lock:
             if job.state == PENDING:
                 job.state = ABANDONED
+                self._pending.discard(job)
                 return True
             return False
 
     # -- the workers' side ---------------------------------------------------------------------
 
     def _spawn(self) -> None:
+        watchdog = None
         with self._lock:
             if self._closed or self._workers >= self.max_workers:
                 return
@@ -387,7 +411,13 @@ class _Dispatcher:
                 target=self._work, name=f"{self.name}-{next(_names)}", daemon=True
             )
             self._threads.add(thread)
+            if self._watchdog is None:
+                watchdog = self._watchdog = threading.Thread(
+                    target=self._watch, name=f"{self.name}-watchdog", daemon=True
+                )
         thread.start()
+        if watchdog is not None:
+            watchdog.start()
 
     def _work(self) -> None:
         counted = True
@@ -433,8 +463,9 @@ class _Dispatcher:
                 claimed = [job for job in batch if job.state == PENDING]
                 for job in claimed:
                     job.state = RUNNING
+                self._pending.difference_update(claimed)
                 self._busy += 1
-                self._running[me] = time.monotonic()
+                self._running[me] = (time.monotonic(), claimed)
             small = all(job.cost < PARALLEL_BYTES for job in claimed)
             if claimed:
                 self._run(claimed, small)
@@ -514,11 +545,12 @@ class _Dispatcher:
     def stop(self) -> None:
         """Finish the queued jobs, then end every worker (blocking: run it in a thread).
 
-        A job queued after the workers ended (a ``submit`` racing with ``stop``) fails.
+        A job left in the queue once the workers ended fails.
         """
         with self._lock:
             self._closed = True
             threads = list(self._threads)
+        self._wake.set()  # the watchdog ends
         for _ in threads:
             self._queue.put(None)
         for thread in threads:
@@ -536,6 +568,7 @@ class _Dispatcher:
             for job in claimed:
                 job.state = RUNNING
                 job.value = InvalidRequestError("the HSM is closed")
+            self._pending.clear()
         deliver(claimed)
 
 

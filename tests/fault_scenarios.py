@@ -414,6 +414,35 @@ def scenario_anchor_dropped() -> None:
     module.close()
 
 
+def scenario_close_failure_retried() -> None:
+    """Regression: a C_CloseSession that failed (DEVICE_ERROR) marked the session closed, and
+    the pool gave it up: it stayed open on the token. Now the session stays open after such a
+    failure, and the pool asks the module once more."""
+    module, slot, pool = open_pool(size=1)
+    raw = module.library.open_session(slot, ck.CKF_SERIAL_SESSION)
+    before = module_sessions(module, slot)
+    with faults("C_CloseSession:rv=DEVICE_ERROR:nth=1"):
+        try:
+            raw.close()
+            raise AssertionError("a failed C_CloseSession did not raise")
+        except HsmError as exc:
+            assert exc.rv == CKR_DEVICE_ERROR, exc
+        assert not raw.closed
+        raw.close()
+    assert raw.closed and module_sessions(module, slot) == before - 1
+    # The pool closes a session with an operation it cannot end (the find left open by a failed
+    # C_FindObjectsFinal): its first C_CloseSession fails, the second closes it.
+    label = make_key(pool, f"close-{uuid.uuid4()}")
+    with faults("C_FindObjectsFinal:rv=DEVICE_ERROR:nth=1;C_CloseSession:rv=DEVICE_ERROR:nth=1"):
+        with contextlib.suppress(HsmError):
+            pool.call(encrypt_decrypt, label)
+        assert pool.call(encrypt_decrypt, label) == PLAINTEXT
+    check_sessions(module, slot, pool)
+    pool.close()
+    assert module_sessions(module, slot) == 0
+    module.close()
+
+
 def scenario_operation_active_closes_session() -> None:
     """Regression: a session whose module keeps an operation open after an error (here a
     C_FindObjectsFinal that failed) is closed, not lent again, and the call retried."""

@@ -1,4 +1,4 @@
-"""Completions: work finished by a thread for a task of asyncio or trio, with a timeout.
+"""Completions: work finished by a thread for a task of asyncio or trio, and their expiry.
 
 The work here is a real thread blocked on an Event, standing for a C call that does not return;
 the dispatcher's own use (``call_timeout``) is tested through the fault module.
@@ -12,7 +12,15 @@ import anyio
 import pytest
 
 from kms_iface import HsmTimeoutError, SecretBytes
-from kms_iface._completion import ABANDONED, DONE, PENDING, RUNNING, Completion, deliver
+from kms_iface._completion import (
+    ABANDONED,
+    DONE,
+    PENDING,
+    RUNNING,
+    Completion,
+    deliver,
+    expire_soon,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -65,21 +73,30 @@ async def until_done(item: Completion) -> None:
             await anyio.sleep(0.005)
 
 
-async def test_timeout_drops_work_not_started() -> None:
+def expire_in(seconds: float, item: Completion, owner: Owner) -> threading.Timer:
+    """What the dispatcher's watchdog does at a call's deadline, from another thread."""
+    timer = threading.Timer(seconds, expire_soon, (item, owner.abandon, expired))
+    timer.start()
+    return timer
+
+
+async def test_expiry_drops_work_not_started() -> None:
     owner = Owner()
     item = Completion()
+    expire_in(0.02, item, owner)
     with pytest.raises(HsmTimeoutError) as caught:
-        await item.wait(owner.abandon, 0.02, expired)
+        await item.wait(owner.abandon)
     assert caught.value.started is False
     assert item.state == ABANDONED and not item.detached
 
 
-async def test_timeout_detaches_running_work_and_wipes_its_secret() -> None:
+async def test_expiry_detaches_running_work_and_wipes_its_secret() -> None:
     owner, release = Owner(), threading.Event()
     item = Completion()
     thread = owner.run(item, release)
+    expire_in(0.02, item, owner)
     with pytest.raises(HsmTimeoutError) as caught:
-        await item.wait(owner.abandon, 0.02, expired)
+        await item.wait(owner.abandon)
     assert caught.value.started is True
     assert item.detached and item.state == RUNNING
     release.set()  # the "C call" returns after its caller gave up
@@ -88,31 +105,29 @@ async def test_timeout_detaches_running_work_and_wipes_its_secret() -> None:
     assert owner.answers[0].zeroized and item.value is None
 
 
-async def test_outcome_before_the_timeout_is_returned() -> None:
+async def test_expiry_after_the_outcome_does_nothing() -> None:
     owner, release = Owner(), threading.Event()
     item = Completion()
     release.set()
     thread = owner.run(item, release)
-    with await item.wait(owner.abandon, 30.0, expired) as plain:
-        assert plain == SECRET
+    plain = await item.wait(owner.abandon)
+    assert plain == SECRET
     await anyio.to_thread.run_sync(thread.join)
-    assert item.state == DONE and not item.detached
+    await anyio.to_thread.run_sync(expire_in(0, item, owner).join)
+    await anyio.sleep(0.01)  # the expiry has run in this loop: a no-op, no second wake-up
+    assert item.state == DONE and not item.detached and not owner.answers[0].zeroized
 
 
-async def test_wait_without_timeout_needs_no_error_factory() -> None:
-    with pytest.raises(ValueError, match="expired"):
-        await Completion().wait(None, 1.0)
-
-
-async def test_cancelled_wait_for_running_work_ends_at_the_timeout() -> None:
-    """A cancellation the running work refuses makes the task wait for it, but not past the
-    timeout: a hung call cannot hold a cancelled task forever."""
+async def test_cancelled_wait_for_running_work_ends_at_expiry() -> None:
+    """A cancellation the running work refuses makes the task wait for it, but an expiry ends
+    that wait: a hung call cannot hold a cancelled task forever."""
     owner, release = Owner(), threading.Event()
     item = Completion()
     thread = owner.run(item, release)
+    expire_in(0.1, item, owner)
     with anyio.move_on_after(0.01) as scope:
-        await item.wait(owner.abandon, 0.1, expired)
-    assert scope.cancelled_caught  # the cancellation, not the timeout's error
+        await item.wait(owner.abandon)
+    assert scope.cancelled_caught  # the cancellation, not the expiry's error
     assert item.detached and not release.is_set()  # it stopped waiting while the work ran
     release.set()
     await anyio.to_thread.run_sync(thread.join)
@@ -120,7 +135,7 @@ async def test_cancelled_wait_for_running_work_ends_at_the_timeout() -> None:
     assert owner.answers[0].zeroized and item.value is None
 
 
-async def test_cancelled_wait_without_timeout_waits_for_running_work() -> None:
+async def test_cancelled_wait_without_expiry_waits_for_running_work() -> None:
     owner, release = Owner(), threading.Event()
     item = Completion()
     thread = owner.run(item, release)
@@ -132,11 +147,3 @@ async def test_cancelled_wait_without_timeout_waits_for_running_work() -> None:
     assert item.state == DONE and release.is_set()  # the outcome came before the task went on
     await anyio.to_thread.run_sync(thread.join)
     timer.join()
-
-
-async def test_cancelled_before_start_is_dropped_even_with_a_timeout() -> None:
-    owner = Owner()
-    item = Completion()
-    with anyio.move_on_after(0.01) as scope:
-        await item.wait(owner.abandon, 30.0, expired)
-    assert scope.cancelled_caught and item.state == ABANDONED and not item.detached

@@ -70,6 +70,7 @@ def run_scenario(
         "hsm_scribble",  # façade AES-GCM (single and batched) under a scribbling module
         "recovery_failure_keeps_count",  # regression: pool ran dry after a failed recovery
         "anchor_dropped",  # regression: a dropped anchor made the pool leak its live sessions
+        "close_failure_retried",  # regression: a failed C_CloseSession left the session open
         "operation_active_closes_session",  # regression: a stuck operation poisoned a session
         "hsm_not_found_after_logout",  # regression: "Object not found" for a logged-out token
         "call_timeout",  # a hung C call: HsmTimeoutError, started or dropped; no session lost

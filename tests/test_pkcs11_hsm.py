@@ -338,16 +338,23 @@ async def test_key_provisioned_by_pkcs11_tool_is_usable_by_label(
 async def test_same_label_twice_is_an_error(hsm: Pkcs11Hsm, slot: int) -> None:
     label = unique("twin")
     with hsm.slot_state(slot).pool.session() as session:
-        for key_id in (b"\x01", b"\x02"):
+        twins = [
             session.generate_key(
                 ck.CKM_AES_KEY_GEN, aes_key_template(128, label=label, key_id=key_id + b"twin")
             )
-    with pytest.raises(
-        HsmError,
-        match=rf"Multiple keys with label '{label}' and the same key type found in the HSM "
-        r"slot\. Labels must be unique per key type\.$",
-    ):
-        await hsm.encrypt(slot, label, GCM, b"x")
+            for key_id in (b"\x01", b"\x02")
+        ]
+    try:
+        with pytest.raises(
+            HsmError,
+            match=rf"Multiple keys with label '{label}' and the same key type found in the HSM "
+            r"slot\. Labels must be unique per key type\.$",
+        ):
+            await hsm.encrypt(slot, label, GCM, b"x")
+    finally:  # ambiguous keys would break later tests that list every key of the token
+        with hsm.slot_state(slot).pool.session() as session:
+            for handle in twins:
+                session.destroy_object(handle)
 
 
 # -- byte layouts -------------------------------------------------------------------------------

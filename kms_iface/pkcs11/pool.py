@@ -11,6 +11,7 @@ logged-in session.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,27 @@ if TYPE_CHECKING:
     from kms_iface.pkcs11.module import Module
 
 __all__ = ["DEFAULT_POOL_CAP", "SessionPool"]
+
+_log = logging.getLogger(__name__)
+
+
+def _close(session: Session) -> None:
+    """Close a session the pool gives up; a module that fails to is asked once more (a session
+    left open counts against the token's limit), and a second failure is logged."""
+    for attempt in (1, 2):
+        try:
+            session.close()
+            return
+        except HsmError as exc:
+            if session.closed:
+                return  # lost anyway
+            if attempt == 2:
+                _log.warning(
+                    "could not close a session of slot %s (%s): it stays open on the token",
+                    session.slot_id,
+                    exc.rv_name,
+                )
+
 
 T = TypeVar("T")
 
@@ -213,7 +235,7 @@ class SessionPool(Closing):
             if room.generation == self._generation:
                 self._members[session] = room.generation
                 return session
-        session.close()
+        _close(session)
         return self._acquire_slow(timeout)
 
     def _wait_for_room(
@@ -371,8 +393,7 @@ class SessionPool(Closing):
             self._members.pop(session, None)
             self._cond.notify()
         if close:
-            with contextlib.suppress(HsmError):
-                session.close()
+            _close(session)
 
     def _forget(self, session: Session) -> None:
         with self._cond:
@@ -421,8 +442,7 @@ class SessionPool(Closing):
                 with self._login_lock:
                     self._login_on(session)
         except BaseException:
-            with contextlib.suppress(HsmError):  # the first error is the one to report
-                session.close()
+            _close(session)  # quietly: the first error is the one to report
             raise
         return session
 
@@ -458,7 +478,6 @@ class SessionPool(Closing):
             self._cond.notify_all()
         for session in [*idle, *([anchor] if anchor is not None else [])]:
             if not session.stale:
-                with contextlib.suppress(HsmError):
-                    session.close()
+                _close(session)
         if self._pin is not None:
             self._pin.zeroize()
