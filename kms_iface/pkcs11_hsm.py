@@ -20,7 +20,8 @@ Timeout: ``call_timeout`` bounds each call, queueing included, for a module that
 answering. When it expires the task raises ``HsmTimeoutError``: a job not yet taken is dropped
 (``started`` False); a taken one is left to its worker, which keeps its session until the C
 call returns, and its result is discarded (``started`` True: it may yet take effect); a taken
-job the worker has not reached by then is skipped.
+job the worker has not reached by then is skipped. The slot's watchdog thread (see
+``_Dispatcher``) does the expiring, so that a call pays no timer of its own.
 
 Key handles are cached per slot under ``(id, wanted key type)``: a warm lookup is a dictionary
 read and makes no C call. The cache is cleared when the pool logs in again
