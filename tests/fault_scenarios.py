@@ -500,6 +500,14 @@ async def _timed_out(call: Callable[[], Any]) -> HsmTimeoutError:
     raise AssertionError("a delayed call returned within the call timeout")
 
 
+async def _until_busy(hsm: Pkcs11Hsm, slot: int) -> None:
+    """Wait (under a watchdog) until one of the slot's workers runs a job."""
+    dispatcher = hsm.slot_state(slot).dispatcher
+    with anyio.fail_after(30):
+        while not dispatcher._busy:
+            await anyio.sleep(0.001)
+
+
 async def _until_idle(hsm: Pkcs11Hsm, slot: int) -> None:
     """Wait (under a watchdog) until the slot's workers have finished the delayed calls."""
     dispatcher = hsm.slot_state(slot).dispatcher
@@ -529,9 +537,7 @@ async def _call_timeout(hsm: Pkcs11Hsm, slot: int) -> None:
                 "running",
                 lambda: hsm.encrypt(slot, key_id, CryptoAlgorithm.AES_GCM, b"delayed"),
             )
-            with anyio.fail_after(30):
-                while not state.dispatcher._busy:
-                    await anyio.sleep(0.001)
+            await _until_busy(hsm, slot)
             group.start_soon(
                 record,
                 "queued",
@@ -580,23 +586,21 @@ async def _skipped_in_batch(hsm: Pkcs11Hsm, slot: int) -> None:
     with faults("C_Encrypt:delay=300:nth=1;C_Encrypt:delay=3000:nth=2"):
         async with anyio.create_task_group() as group:
             group.start_soon(hsm.encrypt, slot, key_id, CryptoAlgorithm.AES_GCM, large)
+            await _until_busy(hsm, slot)
+            group.start_soon(
+                record,
+                "hung",
+                lambda: hsm.encrypt(slot, key_id, CryptoAlgorithm.AES_GCM, b"hung"),
+            )
             with anyio.fail_after(30):
-                while not state.dispatcher._busy:
-                    await anyio.sleep(0.001)
-                group.start_soon(
-                    record,
-                    "hung",
-                    lambda: hsm.encrypt(slot, key_id, CryptoAlgorithm.AES_GCM, b"hung"),
-                )
                 while pending.qsize() < 1:
                     await anyio.sleep(0.001)
-                group.start_soon(
-                    record,
-                    "skipped",
-                    lambda: hsm.create_key(
-                        slot, skipped_id, HsmKeyAlgorithm.AES, 256, sensitive=True
-                    ),
-                )
+            group.start_soon(
+                record,
+                "skipped",
+                lambda: hsm.create_key(slot, skipped_id, HsmKeyAlgorithm.AES, 256, sensitive=True),
+            )
+            with anyio.fail_after(30):
                 while pending.qsize() < 2:
                     await anyio.sleep(0.001)
         assert errors["hung"].started and errors["skipped"].started, errors
@@ -618,9 +622,7 @@ async def _hung_call_does_not_stall(hsm: Pkcs11Hsm, slot: int) -> None:
             group.start_soon(
                 _timed_out, lambda: hsm.encrypt(slot, key_id, CryptoAlgorithm.AES_GCM, b"hung")
             )
-            with anyio.fail_after(30):
-                while not state.dispatcher._busy:
-                    await anyio.sleep(0.001)
+            await _until_busy(hsm, slot)
             # The worker hangs for 4 s; the next calls get a worker of their own and are
             # served well within the 1 s call timeout, instead of timing out behind it.
             for _ in range(20):

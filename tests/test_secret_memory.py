@@ -23,8 +23,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from kms_iface.pkcs11.softhsm import SoftHsmToken
 
 CHUNK = 1 << 20
 KEY_ID = "leak-probe"
@@ -84,6 +88,18 @@ def scan(needles: dict[str, bytearray]) -> dict[str, list[str]]:
     return hits
 
 
+def _probe_token(directory: Path) -> tuple[SoftHsmToken, int]:
+    """A throwaway token for the façade scenarios (made before the module is loaded) and its
+    slot."""
+    from kms_iface.pkcs11 import Module
+    from kms_iface.pkcs11.softhsm import create_token
+
+    token = create_token(directory, label="kms-iface-probe")
+    os.environ.update(token.environ())
+    with Module(token.module) as module:
+        return token, module.find_slot(token.label)
+
+
 def _core(directory: Path) -> dict[str, object]:
     from kms_iface import Mechanism
     from kms_iface.pkcs11 import Module, aes_key_template
@@ -119,14 +135,9 @@ def _facade(directory: Path) -> dict[str, object]:
 
     from kms_iface import CryptoAlgorithm, HsmKeyAlgorithm
     from kms_iface.hsm import AesKeyMaterial
-    from kms_iface.pkcs11 import Module
-    from kms_iface.pkcs11.softhsm import create_token
     from kms_iface.pkcs11_hsm import Pkcs11Hsm
 
-    token = create_token(directory, label="kms-iface-probe")
-    os.environ.update(token.environ())
-    with Module(token.module) as module:
-        slot = module.find_slot(token.label)
+    token, slot = _probe_token(directory)
     plaintext = _random(64)
     gcm = CryptoAlgorithm.AES_GCM
     result: dict[str, object] = {}
@@ -211,14 +222,9 @@ def _rsa_facade(directory: Path) -> dict[str, object]:
 
     from kms_iface import CryptoAlgorithm, HsmKeypairAlgorithm
     from kms_iface.hsm import RsaPrivateKeyMaterial
-    from kms_iface.pkcs11 import Module
-    from kms_iface.pkcs11.softhsm import create_token
     from kms_iface.pkcs11_hsm import Pkcs11Hsm
 
-    token = create_token(directory, label="kms-iface-probe")
-    os.environ.update(token.environ())
-    with Module(token.module) as module:
-        slot = module.find_slot(token.label)
+    token, slot = _probe_token(directory)
     plaintext = _random(32)
     oaep = CryptoAlgorithm.RSA_OAEP_SHA1
     result: dict[str, object] = {}
