@@ -6,8 +6,10 @@ through ``Pkcs11Hsm`` on a throwaway SoftHSM2 token, ``get_key_type`` (the handl
 and ``retrieve`` of it. After every 1/``samples`` of the run, ``RssAnon`` (``/proc/self/status``),
 tracemalloc's current size and the pool's open-session count (the pool is sized to the task
 count and filled before the run, so the count is constant unless a session leaks) are sampled (after
-``gc.collect()``). The first ``--warmup`` fraction of the run is warm-up: growth is the last
-sample less the first sample after warm-up.
+``gc.collect()``). The first ``--warmup`` fraction of the run is warm-up: growth is the median
+of the last ``ENDS`` samples less the median of the first ``ENDS`` after warm-up (one sample
+swings by some 20 KB of tracemalloc with what the loop and the workers hold at that moment; a
+leak is a trend, which the medians keep).
 
     python benches/soak.py                 # 1,000,000 operations
     python benches/soak.py --ops 50000 --json soak.json
@@ -19,6 +21,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +39,8 @@ from kms_iface.pkcs11_hsm import Pkcs11Hsm
 from kms_iface.stores import LmdbStore
 
 MIB = 1 << 20
+ENDS = 5
+"""Samples whose median is the baseline (the first after warm-up) and the end (the last)."""
 GCM = CryptoAlgorithm.AES_GCM
 OWNER = "soak@example.org"
 OPERATIONS = ("encrypt", "decrypt", "get_key_type", "store update", "store retrieve")
@@ -62,18 +67,21 @@ class SoakResult:
     pool_size: int = 0
     samples: list[Sample] = field(default_factory=list)
 
-    @property
-    def baseline(self) -> Sample:
-        """The first sample at or after the warm-up."""
-        return next(s for s in self.samples if s.ops >= self.warmup_ops)
+    def _after_warmup(self) -> list[Sample]:
+        return [s for s in self.samples if s.ops >= self.warmup_ops]
 
-    @property
-    def final(self) -> Sample:
-        return self.samples[-1]
+    def baseline(self, name: str) -> int:
+        """``rss_anon`` or ``traced`` at the start: the median of the first ``ENDS`` samples
+        after warm-up."""
+        return int(statistics.median(getattr(s, name) for s in self._after_warmup()[:ENDS]))
+
+    def final(self, name: str) -> int:
+        """The same at the end: the median of the last ``ENDS`` samples."""
+        return int(statistics.median(getattr(s, name) for s in self._after_warmup()[-ENDS:]))
 
     def growth(self, name: str) -> int:
         """Bytes gained by ``rss_anon`` or ``traced`` from the baseline to the end."""
-        return int(getattr(self.final, name)) - int(getattr(self.baseline, name))
+        return self.final(name) - self.baseline(name)
 
     def sessions(self) -> list[int]:
         """Open-session counts of the samples from the baseline on."""
@@ -181,7 +189,6 @@ async def soak(
 
 def table(result: SoakResult) -> str:
     """The Markdown report: samples, then growth after warm-up."""
-    base = result.baseline
     lines = [
         f"soak: {result.ops:,} operations ({', '.join(OPERATIONS)}), {result.tasks} tasks, "
         f"warm-up {result.warmup_ops:,}",
@@ -196,11 +203,12 @@ def table(result: SoakResult) -> str:
         )
     lines += [
         "",
-        "| after warm-up | baseline MiB | final MiB | growth MiB | growth % |",
+        f"| after warm-up (medians of {ENDS} samples) | baseline MiB | final MiB | growth MiB "
+        "| growth % |",
         "|---|---:|---:|---:|---:|",
     ]
     for label, name in (("RssAnon", "rss_anon"), ("tracemalloc", "traced")):
-        first = int(getattr(base, name))
+        first = result.baseline(name)
         grown = result.growth(name)
         lines.append(
             f"| {label} | {first / MIB:.2f} | {(first + grown) / MIB:.2f} | {grown / MIB:+.3f} "
