@@ -197,7 +197,7 @@ class _Job(Completion):
     aad)`` that may run in one pass of the core with its neighbours (None: alone).
     """
 
-    __slots__ = ("args", "batch", "cost", "fn", "idempotent", "submitted")
+    __slots__ = ("args", "batch", "cost", "expiring", "fn", "idempotent", "submitted")
 
     def __init__(
         self,
@@ -214,6 +214,7 @@ class _Job(Completion):
         self.idempotent = idempotent
         self.batch = batch
         self.submitted = 0.0  # time.monotonic() when queued
+        self.expiring = False  # the watchdog has asked the task's loop to expire it
 
 
 _dispatchers: weakref.WeakSet[_Dispatcher] = weakref.WeakSet()
@@ -355,7 +356,9 @@ class _Dispatcher:
         while True:
             with self._lock:
                 out = bool(self._pending or self._running)
-                if self._closed or (not out and not self._workers):
+                # Not while jobs are out, even once closed: the callers of a closing HSM still
+                # time out while a stuck call holds its ``stop`` up.
+                if not out and (self._closed or not self._workers):
                     self._watchdog = None
                     return
                 self._dozing = not out
@@ -375,13 +378,17 @@ class _Dispatcher:
             )
             if self.timeout is not None:
                 limit = now - self.timeout
-                expired = [job for job in self._pending if job.submitted <= limit]
+                expired = [
+                    job for job in self._pending if job.submitted <= limit and not job.expiring
+                ]
                 for _, batch in self._running.values():
                     expired.extend(
                         job
                         for job in batch
-                        if job.submitted <= limit and not job.sent and not job.detached
+                        if job.submitted <= limit and not (job.sent or job.expiring)
                     )
+                for job in expired:
+                    job.expiring = True  # scheduled once: the loop drops or detaches it
         if stalled:
             self._spawn()
         for job in expired:
@@ -468,11 +475,13 @@ class _Dispatcher:
                 self._busy += 1
                 self._running[me] = (time.monotonic(), claimed)
             small = all(job.cost < PARALLEL_BYTES for job in claimed)
-            if claimed:
-                self._run(claimed, small)
-            with lock:
-                self._busy -= 1
-                del self._running[me]
+            try:
+                if claimed:
+                    self._run(claimed, small)
+            finally:
+                with lock:
+                    self._busy -= 1
+                    del self._running[me]
             if small and self.job_seconds < SLOW_JOB and self._idle and self._retire(idle=False):
                 return False  # fast jobs again: the idle workers are enough
 
@@ -739,7 +748,7 @@ class _Slot:
     def _retry(self, job: _Job, error: HsmError) -> None:
         """Once more on a fresh session after a recovery (idempotent jobs only)."""
         job.value = error
-        if not job.idempotent:
+        if not job.idempotent or job.detached:
             return
         try:
             with self.pool.session() as session:
@@ -761,20 +770,20 @@ class _Slot:
             return handle
         handle = self._find(session, key_id, want)
         if handle is None:
-            if self._login_lost(session) or self.pool.login_generation != generation:
+            if self._login_lost(session):
                 # A lost login hides private keys: not "not found", but a login to restore
-                # (the pool logs in again and the job runs once more). A login by another
-                # worker during the search means it may have run logged out.
+                # (the pool logs in again and the job runs once more).
                 raise pkcs11_error(CKR_USER_NOT_LOGGED_IN, "C_FindObjects")
-            if not required:
-                return None
-            if self._has_pin:
-                # A module may hide a private key while a logout is under way elsewhere, still
-                # reporting the session logged in (SoftHSM2 does): a second look before
-                # calling a key missing, on this error path only.
+            if self._has_pin and (required or self.pool.login_generation != generation):
+                # The search may have run while the token was logged out: a login by another
+                # worker overlapped it, or a logout was under way (SoftHSM2 then hides private
+                # keys while reporting the session logged in). One more look before calling a
+                # key missing (on the error path only, unless a login overlapped).
                 handle = self._find(session, key_id, want)
             if handle is None:
-                raise InvalidRequestError(keys.OBJECT_NOT_FOUND)
+                if required:
+                    raise InvalidRequestError(keys.OBJECT_NOT_FOUND)
+                return None
         if self.pool.login_generation == generation:
             self._cache[(key_id, want)] = handle
         return handle

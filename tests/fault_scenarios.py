@@ -610,6 +610,30 @@ async def _skipped_in_batch(hsm: Pkcs11Hsm, slot: int) -> None:
     check_sessions(hsm.module, slot, state.pool)
 
 
+async def _timeout_while_closing(hsm: Pkcs11Hsm, slot: int) -> None:
+    """Closing the HSM while a call hangs: the callers still time out (the watchdog outlives
+    ``close``, which waits for the stuck call)."""
+    key_id = f"closing-{uuid.uuid4()}"
+    await hsm.create_key(slot, key_id, HsmKeyAlgorithm.AES, 256, sensitive=True)
+    errors: dict[str, HsmTimeoutError] = {}
+
+    async def record(name: str, call: Callable[[], Any]) -> None:
+        errors[name] = await _timed_out(call)
+
+    with faults("C_Encrypt:delay=3000:nth=1"):
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                record, "hung", lambda: hsm.encrypt(slot, key_id, CryptoAlgorithm.AES_GCM, b"x")
+            )
+            await _until_busy(hsm, slot)
+            group.start_soon(
+                record, "queued", lambda: hsm.encrypt(slot, key_id, CryptoAlgorithm.AES_GCM, b"y")
+            )
+            await anyio.sleep(0.05)
+            group.start_soon(hsm.aclose)
+    assert errors["hung"].started and not errors["queued"].started, errors
+
+
 async def _hung_call_does_not_stall(hsm: Pkcs11Hsm, slot: int) -> None:
     key_id = f"stall-{uuid.uuid4()}"
     await hsm.create_key(slot, key_id, HsmKeyAlgorithm.AES, 256, sensitive=True)
@@ -650,7 +674,11 @@ def scenario_call_timeout() -> None:
             anyio.run(_call_timeout, hsm, slot, backend=backend)
         finally:
             hsm.close()
-    for scenario, size in ((_skipped_in_batch, 1), (_hung_call_does_not_stall, 2)):
+    for scenario, size in (
+        (_skipped_in_batch, 1),
+        (_timeout_while_closing, 1),
+        (_hung_call_does_not_stall, 2),
+    ):
         hsm = Pkcs11Hsm(LIB, {slot: PIN}, profile="other", pool_size=size, call_timeout=1.0)
         try:
             anyio.run(scenario, hsm, slot)

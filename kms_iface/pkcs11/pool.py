@@ -374,18 +374,21 @@ class SessionPool(Closing):
                 self._cond.notify_all()
 
     def _an_idle_session_lives(self) -> bool:
-        """Ask one idle session whether it is still open (False when none is idle)."""
+        """Ask the longest-idle session whether it is still open (False when none is idle, or
+        on any error: then the slot is treated as rebooted, the safe side). The oldest one is
+        asked because a session opened since a reboot would say yes."""
         with self._cond:
-            probe = self._idle.pop() if self._idle else None
+            probe = self._idle.popleft() if self._idle else None
         if probe is None:
             return False
         try:
             probe.get_info()
-        except HsmError as exc:
-            if exc.rv in SESSION_LOST_CODES:
-                self._forget(probe)
-                return False
-        self.release(probe)
+        except HsmError:
+            self._forget(probe)
+            return False
+        with self._cond:
+            self._idle.appendleft(probe)
+            self._cond.notify()
         return True
 
     def _discard(self, session: Session, *, close: bool) -> None:
