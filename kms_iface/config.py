@@ -30,7 +30,12 @@ from typing import Annotated, Any, Final, Literal, get_args
 import msgspec
 
 from kms_iface.errors import InvalidRequestError
-from kms_iface.pkcs11.profiles import DEFAULT_CALL_TIMEOUT, MAX_CALL_TIMEOUT, PROFILES
+from kms_iface.pkcs11.profiles import (
+    DEFAULT_CALL_TIMEOUT,
+    MAX_CALL_TIMEOUT,
+    PROFILES,
+    check_call_timeout,
+)
 from kms_iface.secrets import SecretBytes
 
 __all__ = [
@@ -322,11 +327,13 @@ def _resolve(raw: _RawConfig, source: str) -> tuple[Config, bool]:
         if inst.prefix is not None:
             _check_prefix(inst.prefix, f"{where}.prefix", fail)
         call_timeout = inst.call_timeout or None
-        if call_timeout is not None and not 0 < call_timeout <= MAX_CALL_TIMEOUT:
+        try:
+            check_call_timeout(call_timeout)
+        except InvalidRequestError:
             raise fail(
                 f"must be more than 0 and at most {MAX_CALL_TIMEOUT:g} seconds (0: no bound)",
                 f"{where}.call_timeout",
-            )
+            ) from None
         if not inst.slots:
             raise fail("at least one slot is required", f"{where}.slots")
         slots: list[SlotConfig] = []

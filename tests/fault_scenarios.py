@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import functools
 import json
 import os
 import sys
@@ -500,6 +501,11 @@ async def _timed_out(call: Callable[[], Any]) -> HsmTimeoutError:
     raise AssertionError("a delayed call returned within the call timeout")
 
 
+async def _record(errors: dict[str, HsmTimeoutError], name: str, call: Callable[[], Any]) -> None:
+    """``errors[name]``: the HsmTimeoutError ``call`` must raise."""
+    errors[name] = await _timed_out(call)
+
+
 async def _until_busy(hsm: Pkcs11Hsm, slot: int) -> None:
     """Wait (under a watchdog) until one of the slot's workers runs a job."""
     dispatcher = hsm.slot_state(slot).dispatcher
@@ -524,9 +530,7 @@ async def _call_timeout(hsm: Pkcs11Hsm, slot: int) -> None:
     state = hsm.slot_state(slot)
     sessions = state.pool.open_sessions
     errors: dict[str, HsmTimeoutError] = {}
-
-    async def record(name: str, call: Callable[[], Any]) -> None:
-        errors[name] = await _timed_out(call)
+    record = functools.partial(_record, errors)
 
     # The single worker hangs in C_Encrypt for 4 s: its caller gives up after 1 s (the call is
     # running: started), and so does a decrypt queued behind it (never started: dropped).
@@ -573,9 +577,7 @@ async def _skipped_in_batch(hsm: Pkcs11Hsm, slot: int) -> None:
     await hsm.encrypt(slot, key_id, CryptoAlgorithm.AES_GCM, PLAINTEXT)  # caches the handle
     state = hsm.slot_state(slot)
     errors: dict[str, HsmTimeoutError] = {}
-
-    async def record(name: str, call: Callable[[], Any]) -> None:
-        errors[name] = await _timed_out(call)
+    record = functools.partial(_record, errors)
 
     # A key generation taken in the same batch as a call that hangs times out with it and is
     # never run: the worker skips work whose caller has gone. (A slow large call holds the
@@ -616,9 +618,7 @@ async def _timeout_while_closing(hsm: Pkcs11Hsm, slot: int) -> None:
     key_id = f"closing-{uuid.uuid4()}"
     await hsm.create_key(slot, key_id, HsmKeyAlgorithm.AES, 256, sensitive=True)
     errors: dict[str, HsmTimeoutError] = {}
-
-    async def record(name: str, call: Callable[[], Any]) -> None:
-        errors[name] = await _timed_out(call)
+    record = functools.partial(_record, errors)
 
     with faults("C_Encrypt:delay=3000:nth=1"):
         async with anyio.create_task_group() as group:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key, l
 from kms_iface.pkcs11 import SessionPool, find_keys
 from kms_iface.pkcs11.softhsm import SoftHsmToken, create_token
 from kms_iface.streaming import DEFAULT_CHUNK_SIZE, HEADER_LENGTH
+from tests.cli_runs import assert_failed
 
 PIN_VAR = "KMS_IFACE_TEST_PIN"
 MiB = 1 << 20
@@ -39,18 +40,6 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
-
-
-def assert_failed(done: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    """Exit ``code``, no traceback; exit 1 is exactly one ``kms-iface:`` line. Returns stderr."""
-    assert done.returncode == code, (done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr + done.stdout
-    if code == 1:
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("kms-iface: "), done.stderr
-    for word in words:
-        assert word in done.stderr, done.stderr
-    return done.stderr
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from kms_iface.stores import (
 )
 from kms_iface.stores.copy import CopyReport, CopyStage, TargetNotEmptyError, copy_store
 from kms_iface.stores.postgres import PostgresStore
+from tests.cli_runs import assert_failed
 from tests.postgres_cluster import PASSWORD, drop_database, new_database
 from tests.store_conformance.model import (
     OTHER,
@@ -419,17 +420,6 @@ def run_cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess[
         timeout=120,
         check=False,
     )
-
-
-def assert_failed(done: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
-    """Exit ``code`` without a traceback; exit 1 is one ``kms-iface:`` line."""
-    assert done.returncode == code, (done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr + done.stdout
-    if code == 1:
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("kms-iface: "), done.stderr
-    for word in words:
-        assert word in done.stderr, done.stderr
 
 
 def make_store(path: Path) -> Corpus:
